@@ -1,0 +1,155 @@
+"""Building blocks of a LLaMA-family decoder: RMSNorm, rotary embeddings, GQA attention, SwiGLU.
+
+Every parameter carries logical axis names (see `almost_jax/parallel/rules.py`); activations are
+pinned with logical constraints, so the mesh layout is a config edit, never a model edit.
+Rotary embeddings use the Hugging Face "rotate-half" layout, so HF q/k weights load unpermuted.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from almost_jax.models.config import LlamaConfig
+
+Array = jax.Array
+KVCache = tuple  # per layer: (k [B, S, kv_heads, head_dim], v [B, S, kv_heads, head_dim])
+
+
+def dense_init(axes, stddev=0.02):
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+
+
+def constrain(x: Array, axes: tuple) -> Array:
+    """Pin an activation to logical axes; a no-op when no mesh/rules are active."""
+    return nn.with_logical_constraint(x, axes)
+
+
+class RMSNorm(nn.Module):
+    eps: float
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                           (x.shape[-1],), self.param_dtype)
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return scale.astype(self.dtype) * normed.astype(self.dtype)
+
+
+def rope_inverse_frequencies(cfg: LlamaConfig) -> Array:
+    """Per-pair rotary frequencies, with LLaMA-3.1 wavelength-dependent scaling when configured."""
+    dim = cfg.dim_per_head
+    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    s = cfg.rope_scaling
+    if s is None:
+        return inv_freq
+    low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = jnp.where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq)
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rotary(x: Array, positions: Array, inv_freq: Array) -> Array:
+    """x: [B, T, heads, head_dim]; positions: [B, T] (per-row, so left padding is exact)."""
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+    angles = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+def attention_mask(query_slots: Array, kv_mask: Array) -> Array:
+    """Causal + padding mask [B, 1, 1, T, S]: query in slot i sees valid key slots j <= i."""
+    key_slots = jnp.arange(kv_mask.shape[-1])
+    causal = key_slots[None, :] <= query_slots[:, None]  # [T, S]
+    return (causal[None] & kv_mask[:, None, :].astype(bool))[:, None, None]
+
+
+class Attention(nn.Module):
+    cfg: LlamaConfig
+
+    @nn.compact
+    def __call__(self, x, positions, kv_mask, query_slots, cache: Optional[KVCache], cache_index):
+        cfg = self.cfg
+        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        h, kvh, d = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
+
+        def proj(name, heads, axes):
+            return nn.DenseGeneral((heads, d), use_bias=False, dtype=dtype, param_dtype=pdtype,
+                                   kernel_init=dense_init(("embed",) + axes), name=name)(x)
+
+        q = proj("q_proj", h, ("heads", "head_dim"))
+        k = proj("k_proj", kvh, ("kv_heads", "head_dim"))
+        v = proj("v_proj", kvh, ("kv_heads", "head_dim"))
+        inv_freq = rope_inverse_frequencies(cfg)
+        q = constrain(apply_rotary(q, positions, inv_freq), ("act_batch", "act_length", "act_heads", None))
+        k = apply_rotary(k, positions, inv_freq)
+
+        if cache is not None:  # write this step's keys/values into the preallocated cache
+            ck, cv = cache
+            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
+            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
+            cache = (k, v)
+        k = constrain(k, ("act_batch", "act_kv_length", "act_kv_heads", None))
+        v = constrain(v, ("act_batch", "act_kv_length", "act_kv_heads", None))
+
+        mask = attention_mask(query_slots, kv_mask)  # [B, 1, 1, T, S]
+        b, t = q.shape[:2]
+        if cfg.attention_impl == "cudnn" and cache is None:
+            out = jax.nn.dot_product_attention(q, k.astype(dtype), v.astype(dtype),
+                                               mask=mask[:, 0], implementation="cudnn")
+        else:
+            qg = q.reshape(b, t, kvh, h // kvh, d)
+            scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(dtype)).astype(jnp.float32)
+            scores = scores / math.sqrt(d)
+            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+            out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dtype)).reshape(b, t, h, d)
+        out = constrain(out, ("act_batch", "act_length", "act_heads", None))
+        y = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=pdtype,
+                            kernel_init=dense_init(("heads", "head_dim", "embed")), name="o_proj")(out)
+        return y, cache
+
+
+class MLP(nn.Module):
+    cfg: LlamaConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+        def dense(name, features, axes, inp):
+            return nn.Dense(features, use_bias=False, dtype=dtype, param_dtype=pdtype,
+                            kernel_init=dense_init(axes), name=name)(inp)
+
+        gate = dense("gate_proj", cfg.intermediate_size, ("embed", "mlp"), x)
+        up = dense("up_proj", cfg.intermediate_size, ("embed", "mlp"), x)
+        hidden = constrain(nn.silu(gate) * up, ("act_batch", "act_length", "act_mlp"))
+        return dense("down_proj", cfg.hidden_size, ("mlp", "embed"), hidden)
+
+
+class DecoderLayer(nn.Module):
+    cfg: LlamaConfig
+
+    @nn.compact
+    def __call__(self, x, positions, kv_mask, query_slots, cache, cache_index):
+        cfg = self.cfg
+        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        norm = lambda name: RMSNorm(cfg.rms_norm_eps, dtype, pdtype, name=name)  # noqa: E731
+        attn_out, cache = Attention(cfg, name="self_attn")(
+            norm("input_layernorm")(x), positions, kv_mask, query_slots, cache, cache_index)
+        x = x + attn_out
+        x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
+        return constrain(x, ("act_batch", "act_length", "act_embed")), cache

@@ -1,0 +1,146 @@
+"""The LLaMA-family trunk and its two heads: LM logits, and a scalar (reward / value) head.
+
+Pure functional: `module.apply({"params": params}, ...)` in, arrays out. The KV cache is an
+explicit argument and return value (a tuple of per-layer (k, v) arrays), never hidden state,
+so the sampler owns its memory and can donate it to XLA.
+
+Parameter names follow Hugging Face (`model/layers_0/self_attn/q_proj/kernel`), which keeps the
+checkpoint conversion a table of transposes and reshapes.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from almost_jax.models.config import LlamaConfig
+from almost_jax.models.layers import DecoderLayer, RMSNorm, constrain, dense_init
+
+Array = jax.Array
+
+
+def positions_from_mask(attention_mask: Array) -> Array:
+    """Position ids for left- or right-padded rows: real tokens count 0, 1, 2, ...; pads get 1
+    (like Hugging Face), which is harmless because pads are masked out as keys."""
+    mask = attention_mask.astype(jnp.int32)
+    return jnp.where(mask > 0, jnp.cumsum(mask, axis=-1) - 1, 1)
+
+
+def last_token_index(attention_mask: Array) -> Array:
+    """Index of the last real token of each row, for left *or* right padding."""
+    t = attention_mask.shape[-1]
+    return t - 1 - jnp.argmax(attention_mask[:, ::-1].astype(jnp.int32), axis=-1)
+
+
+class Transformer(nn.Module):
+    """Embeddings, decoder layers and the final norm: hidden states [B, T, hidden]."""
+
+    cfg: LlamaConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.embed_tokens = nn.Embed(
+            cfg.vocab_size, cfg.hidden_size, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+            embedding_init=dense_init(("vocab", "embed")))
+        layer_cls = nn.remat(DecoderLayer, prevent_cse=True) if cfg.remat else DecoderLayer
+        self.layers = [layer_cls(cfg) for _ in range(cfg.num_layers)]
+        self.norm = RMSNorm(cfg.rms_norm_eps, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype))
+
+    def __call__(self, input_ids: Array, attention_mask: Array, positions: Optional[Array] = None,
+                 cache: Optional[Sequence] = None, cache_index: Optional[Array] = None):
+        """input_ids [B, T]. Without a cache, attention_mask is [B, T] (1 = real token).
+        With a cache of S slots, attention_mask is [B, S] over cache slots and the T new tokens
+        are written at slots [cache_index, cache_index + T)."""
+        if positions is None:
+            if cache is not None:
+                raise ValueError("positions are required when decoding with a KV cache")
+            positions = positions_from_mask(attention_mask)
+        t = input_ids.shape[1]
+        start = 0 if cache is None else cache_index
+        query_slots = start + jnp.arange(t)
+        x = constrain(self.embed_tokens(input_ids), ("act_batch", "act_length", "act_embed"))
+        new_cache = []
+        for i, layer in enumerate(self.layers):
+            x, layer_cache = layer(x, positions, attention_mask, query_slots,
+                                   None if cache is None else cache[i], start)
+            new_cache.append(layer_cache)
+        return self.norm(x), (tuple(new_cache) if cache is not None else None)
+
+    def attend(self, hidden: Array) -> Array:
+        return self.embed_tokens.attend(hidden)
+
+
+class CausalLM(nn.Module):
+    """Trunk + LM head (tied to the embeddings when configured). Logits are float32."""
+
+    cfg: LlamaConfig
+
+    def setup(self):
+        self.model = Transformer(self.cfg)
+        if not self.cfg.tie_word_embeddings:
+            self.lm_head = nn.Dense(self.cfg.vocab_size, use_bias=False, dtype=jnp.dtype(self.cfg.dtype),
+                                    param_dtype=jnp.dtype(self.cfg.param_dtype),
+                                    kernel_init=dense_init(("embed", "vocab")))
+
+    def __call__(self, input_ids, attention_mask, positions=None, cache=None, cache_index=None):
+        hidden, cache = self.model(input_ids, attention_mask, positions, cache, cache_index)
+        logits = self.model.attend(hidden) if self.cfg.tie_word_embeddings else self.lm_head(hidden)
+        logits = constrain(logits.astype(jnp.float32), ("act_batch", "act_length", "act_vocab"))
+        return logits, cache
+
+
+class ScalarHeadModel(nn.Module):
+    """Trunk + a bias-free linear head to one scalar per token: a reward model or a value model.
+
+    `reduce="last"` reads the score at the last real token (ALMoST reads it at the appended EOS,
+    which is the last real token of a right-padded row); `reduce="none"` returns per-token values.
+    """
+
+    cfg: LlamaConfig
+    head_init_std: float = 0.02  # 0.0 gives AlpacaFarm's zero-initialised value head
+
+    def setup(self):
+        init = (nn.initializers.zeros if self.head_init_std == 0 else nn.initializers.normal(self.head_init_std))
+        self.model = Transformer(self.cfg)
+        self.score_head = nn.Dense(1, use_bias=False, dtype=jnp.float32, param_dtype=jnp.dtype(self.cfg.param_dtype),
+                                   kernel_init=nn.with_logical_partitioning(init, ("embed", None)))
+
+    def __call__(self, input_ids, attention_mask, positions=None, reduce: str = "last"):
+        hidden, _ = self.model(input_ids, attention_mask, positions)
+        scores = self.score_head(hidden.astype(jnp.float32))[..., 0]  # [B, T]
+        if reduce == "none":
+            return scores
+        if reduce != "last":
+            raise ValueError(f"reduce must be 'last' or 'none', got {reduce!r}")
+        idx = last_token_index(attention_mask)
+        return jnp.take_along_axis(scores, idx[:, None], axis=1)[:, 0]
+
+
+def build_model(cfg: LlamaConfig, head: str = "lm", **kwargs) -> nn.Module:
+    if head == "lm":
+        return CausalLM(cfg)
+    if head == "scalar":
+        return ScalarHeadModel(cfg, **kwargs)
+    raise ValueError(f"unknown head {head!r} (expected 'lm' or 'scalar')")
+
+
+def init_params(cfg: LlamaConfig, rng: Array, head: str = "lm", **kwargs):
+    """Randomly initialised parameters (unboxed), for tests and training from scratch."""
+    return nn.meta.unbox(abstract_or_init(cfg, rng, head, abstract=False, **kwargs))
+
+
+def abstract_or_init(cfg: LlamaConfig, rng: Array, head: str = "lm", abstract: bool = True, **kwargs):
+    """Boxed params (with logical axis metadata); abstract ShapeDtypeStructs when `abstract`."""
+    model = build_model(cfg, head, **kwargs)
+    ids = jnp.zeros((1, 2), jnp.int32)
+    fn = lambda r: model.init(r, ids, jnp.ones_like(ids))["params"]  # noqa: E731
+    return jax.eval_shape(fn, rng) if abstract else fn(rng)
+
+
+def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype=None) -> tuple:
+    """A zeroed KV cache: per layer (k, v) of shape [batch, length, kv_heads, head_dim]."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (batch, length, cfg.kv_heads, cfg.dim_per_head)
+    return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_layers))

@@ -1,0 +1,62 @@
+"""Turn logical annotations into NamedShardings and place trees and batches on the mesh."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from almost_jax.parallel.rules import Rules, DEFAULT_RULES
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def logical_shardings(boxed_tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
+    """NamedShardings for a tree of `nn.Partitioned` leaves (e.g. abstract params from eval_shape).
+
+    Leaves without logical names are replicated. A mesh axis is dropped from a dimension it does
+    not divide (e.g. 4 KV heads over tensor=8), so every config works on every mesh.
+    """
+    specs = nn.get_partition_spec(boxed_tree)
+    shapes = nn.meta.unbox(boxed_tree)
+
+    def fit(spec, leaf):
+        spec = nn.logical_to_mesh_axes(spec, rules) if spec is not None else P()
+        dims = []
+        for i, axes in enumerate(tuple(spec) + (None,) * (len(leaf.shape) - len(spec))):
+            names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+            size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+            dims.append(axes if names and leaf.shape[i] % size == 0 else None)
+        return NamedSharding(mesh, P(*dims))
+
+    return jax.tree.map(fit, specs, shapes, is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Leading (batch) dimension split over data x fsdp; the rest replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def shard_tree(tree, shardings):
+    """Place host arrays (or re-shard device arrays) onto the given shardings."""
+    return jax.tree.map(lambda x, s: jax.device_put(x, s), tree, shardings)
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+    """Make a global batch from this host's slice (multi-host) or from the whole batch (1 host).
+
+    Each process passes only the rows it read; rows are laid out process-major over data x fsdp.
+    """
+    def put(x):
+        x = np.asarray(x)
+        sharding = batch_sharding(mesh, x.ndim)
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+        return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
+    return {k: put(v) for k, v in batch.items()}
