@@ -23,6 +23,26 @@ def dense_init(axes, stddev=0.02):
     return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
 
 
+class Projection(nn.Module):
+    """A bias-free linear map whose kernel keeps its N-d shape, e.g. [embed, heads, head_dim].
+
+    (flax's DenseGeneral initialises a flat kernel and reshapes it, which breaks logical
+    sharding constraints on the kernel under a mesh.)
+    """
+
+    out_shape: tuple
+    axes: tuple  # logical names of the kernel: input dims then output dims
+    in_dims: int
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = tuple(x.shape[-self.in_dims:]) + tuple(self.out_shape)
+        kernel = self.param("kernel", dense_init(self.axes), shape, self.param_dtype)
+        return jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.in_dims)
+
+
 def constrain(x: Array, axes: tuple) -> Array:
     """Pin an activation to logical axes; a no-op when no mesh/rules are active."""
     return nn.with_logical_constraint(x, axes)
@@ -86,8 +106,7 @@ class Attention(nn.Module):
         h, kvh, d = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
 
         def proj(name, heads, axes):
-            return nn.DenseGeneral((heads, d), use_bias=False, dtype=dtype, param_dtype=pdtype,
-                                   kernel_init=dense_init(("embed",) + axes), name=name)(x)
+            return Projection((heads, d), ("embed",) + axes, 1, dtype, pdtype, name=name)(x)
 
         q = proj("q_proj", h, ("heads", "head_dim"))
         k = proj("k_proj", kvh, ("kv_heads", "head_dim"))
@@ -117,8 +136,7 @@ class Attention(nn.Module):
             probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
             out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dtype)).reshape(b, t, h, d)
         out = constrain(out, ("act_batch", "act_length", "act_heads", None))
-        y = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=pdtype,
-                            kernel_init=dense_init(("heads", "head_dim", "embed")), name="o_proj")(out)
+        y = Projection((cfg.hidden_size,), ("heads", "head_dim", "embed"), 2, dtype, pdtype, name="o_proj")(out)
         return y, cache
 
 
