@@ -128,7 +128,8 @@ def build_model(cfg: LlamaConfig, head: str = "lm", **kwargs) -> nn.Module:
 
 def init_params(cfg: LlamaConfig, rng: Array, head: str = "lm", **kwargs):
     """Randomly initialised parameters (unboxed), for tests and training from scratch."""
-    return nn.meta.unbox(abstract_or_init(cfg, rng, head, abstract=False, **kwargs))
+    from almost_jax.parallel.shard import unbox
+    return unbox(abstract_or_init(cfg, rng, head, abstract=False, **kwargs))
 
 
 def abstract_or_init(cfg: LlamaConfig, rng: Array, head: str = "lm", abstract: bool = True, **kwargs):

@@ -11,6 +11,13 @@ from almost_jax.parallel.rules import Rules, DEFAULT_RULES
 BATCH_AXES = ("data", "fsdp")
 
 
+def unbox(tree):
+    """Strip logical-axis boxes without applying sharding constraints (flax's unbox applies them
+    whenever a mesh is active, which fails outside jit and on abstract shapes)."""
+    return jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x, tree,
+                        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+
+
 def logical_shardings(boxed_tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     """NamedShardings for a tree of `nn.Partitioned` leaves (e.g. abstract params from eval_shape).
 
@@ -18,7 +25,7 @@ def logical_shardings(boxed_tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     not divide (e.g. 4 KV heads over tensor=8), so every config works on every mesh.
     """
     specs = nn.get_partition_spec(boxed_tree)
-    shapes = nn.meta.unbox(boxed_tree)
+    shapes = unbox(boxed_tree)
 
     def fit(spec, leaf):
         spec = nn.logical_to_mesh_axes(spec, rules) if spec is not None else P()

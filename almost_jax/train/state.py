@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import flax.linen as nn
 import flax.struct
 import jax
 import optax
 from jax.sharding import Mesh
 
 from almost_jax.parallel.rules import DEFAULT_RULES, Rules
-from almost_jax.parallel.shard import logical_shardings
+from almost_jax.parallel.shard import logical_shardings, unbox
 
 
 @flax.struct.dataclass
@@ -44,7 +43,7 @@ def create_sharded_state(init_params: Callable[[], Any], tx, shardings: TrainSta
     `init_params` returns unboxed params (random init, or already-loaded arrays captured by closure).
     """
     def make():
-        params = nn.meta.unbox(init_params())
+        params = unbox(init_params())
         return TrainState.create(params, tx, jax.random.key_data(jax.random.key(seed)))
 
     return jax.jit(make, out_shardings=shardings)()
@@ -53,4 +52,4 @@ def create_sharded_state(init_params: Callable[[], Any], tx, shardings: TrainSta
 def with_shardings(abstract_tree, shardings):
     """ShapeDtypeStructs that carry target shardings: what orbax restores onto."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        nn.meta.unbox(abstract_tree), shardings)
+                        unbox(abstract_tree), shardings)

@@ -1,0 +1,1 @@
+"""Command-line jobs: `python -m almost_jax.jobs.<job> --config=configs/<...>.py --config.key=value`."""

@@ -1,0 +1,53 @@
+"""What every job entry point does: logging, multi-host start-up, absl config flags, a manifest."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+from ml_collections import ConfigDict
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def config_hash(cfg: ConfigDict) -> str:
+    return hashlib.sha256(cfg.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_manifest(path: str | Path, cfg: ConfigDict, **counts) -> None:
+    """A job's record of what it produced from which config; written atomically by process 0."""
+    if jax.process_index() != 0:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"config_hash": config_hash(cfg), "code_version": code_version(), "finished_at": time.time(),
+            "config": json.loads(cfg.to_json()), **counts}
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(body, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

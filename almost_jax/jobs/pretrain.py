@@ -1,0 +1,76 @@
+"""Language-model (pre)training on a document corpus: the mini family, or continued pretraining.
+
+    python -m almost_jax.jobs.pretrain --config=configs/mini/pretrain.py --config.workdir=/tmp/run
+
+Corpus: JSONL with a "text" field per line (corrupt lines are reported with their line number).
+Outputs in workdir: checkpoints/ (resumable), params/ (final model), metrics.jsonl + TensorBoard
+events, manifest.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jax
+import numpy as np
+from absl import app
+from ml_collections import ConfigDict, config_flags
+
+from almost_jax.config_lib import llama_config
+from almost_jax.data.lm_data import lm_rows, pack_documents
+from almost_jax.data.tokenizer import check_vocab, load_tokenizer
+from almost_jax.jobs.common import setup_logging, write_manifest
+from almost_jax.learners.lm import make_lm_loss
+from almost_jax.models.llama import CausalLM, init_params
+from almost_jax.parallel import maybe_initialize_distributed
+from almost_jax.train.runner import fit
+
+log = logging.getLogger(__name__)
+
+
+def read_text_corpus(path: str | Path, on_error: str = "raise") -> list[str]:
+    docs = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                docs.append(json.loads(line)["text"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                msg = f"{path}:{lineno}: not a JSON object with a 'text' field ({e})"
+                if on_error == "raise":
+                    raise ValueError(msg) from e
+                log.warning("skipping %s", msg)
+    return docs
+
+
+def run(cfg: ConfigDict) -> Path:
+    workdir = Path(cfg.workdir)
+    model_cfg = llama_config(cfg.model)
+    tok = load_tokenizer(cfg.data.tokenizer)
+    check_vocab(tok, model_cfg.vocab_size, int(cfg.data.get("allow_vocab_padding", 0)))
+    docs = read_text_corpus(cfg.data.corpus, cfg.data.get("on_error", "raise"))
+    packed = pack_documents((tok.encode(d) for d in docs), int(cfg.train.seq_len), tok.eos_id, tok.bos_id)
+    log.info("pretrain: %d documents -> %d rows of %d tokens", len(docs), len(packed), cfg.train.seq_len)
+    model = CausalLM(model_cfg)
+    init = lambda: init_params(model_cfg, jax.random.key(int(cfg.train.seed)))  # noqa: E731
+    params, metrics = fit(cfg, model_cfg, make_lm_loss(model), lm_rows(packed), workdir, init,
+                          desc=cfg.get("name", "pretrain"))
+    write_manifest(workdir / "manifest.json", cfg, documents=len(docs), rows=int(len(packed)),
+                   final_loss=metrics.get("loss"), params=model_cfg.num_params())
+    return workdir / "params"
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "job config file (configs/...py)", lock_config=True)
+
+
+def main(argv):
+    del argv
+    setup_logging()
+    maybe_initialize_distributed(_CONFIG.value)
+    run(_CONFIG.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
