@@ -1,0 +1,1 @@
+"""Data layer: chat format, JSONL record schemas, prompt templates, tokenizers."""
