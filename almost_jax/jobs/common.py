@@ -51,3 +51,26 @@ def read_manifest(path: str | Path) -> dict | None:
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def run_job(job_fn, default_config: str | None = None, extra_flags=None) -> None:
+    """Entry point of every job: `--config=<file>` + `--config.key=value` overrides, then job_fn(cfg).
+
+    Flags are defined here, not at import time, so jobs can import each other freely.
+    """
+    from absl import app
+    from ml_collections import config_flags
+
+    from almost_jax.parallel import maybe_initialize_distributed
+
+    config = config_flags.DEFINE_config_file("config", default_config, "job config file (configs/...py)",
+                                             lock_config=True)
+    extras = extra_flags() if extra_flags else {}
+
+    def main(argv):
+        del argv
+        setup_logging()
+        maybe_initialize_distributed(config.value)
+        job_fn(config.value, **{k: f.value for k, f in extras.items()})
+
+    app.run(main)

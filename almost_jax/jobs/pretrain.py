@@ -14,16 +14,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
 from almost_jax.config_lib import llama_config
 from almost_jax.data.lm_data import lm_rows, pack_documents
 from almost_jax.data.tokenizer import check_vocab, load_tokenizer
-from almost_jax.jobs.common import setup_logging, write_manifest
+from almost_jax.jobs.common import run_job, write_manifest
 from almost_jax.learners.lm import make_lm_loss
 from almost_jax.models.llama import CausalLM, init_params
-from almost_jax.parallel import maybe_initialize_distributed
 from almost_jax.train.runner import fit
 
 log = logging.getLogger(__name__)
@@ -62,15 +60,5 @@ def run(cfg: ConfigDict) -> Path:
     return workdir / "params"
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "job config file (configs/...py)", lock_config=True)
-
-
-def main(argv):
-    del argv
-    setup_logging()
-    maybe_initialize_distributed(_CONFIG.value)
-    run(_CONFIG.value)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    run_job(run)

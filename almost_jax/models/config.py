@@ -164,9 +164,10 @@ PRESETS: dict[str, LlamaConfig] = {
     # Test and mini-world sizes.
     "tiny": _llama(256, 64, 128, 2, 4, ctx=256),
     "tiny-gqa": _llama(256, 64, 128, 2, 4, kv=2, ctx=256, theta=500000.0, scaling=_LLAMA3_SCALING),
+    # The mini family (CPU mini world): ~0.17M / 0.43M / 0.94M parameters, 512-token vocab.
     "mini-s": _llama(512, 64, 176, 2, 2, ctx=512),
-    "mini-m": _llama(512, 128, 352, 3, 4, ctx=512),
-    "mini-l": _llama(512, 192, 512, 4, 6, ctx=512),
+    "mini-m": _llama(512, 96, 256, 3, 3, ctx=512),
+    "mini-l": _llama(512, 128, 352, 4, 4, ctx=512),
     # Benchmark sizes.
     "bench-10m": _llama(32000, 256, 688, 4, 4, ctx=2048, eps=1e-5),
     "bench-134m": _llama(32000, 768, 2048, 12, 12, ctx=2048, eps=1e-5),
@@ -181,9 +182,10 @@ PRESETS: dict[str, LlamaConfig] = {
     "llama2-13b": _llama(32000, 5120, 13824, 40, 40, ctx=4096, eps=1e-5),
     "llama2-70b": _llama(32000, 8192, 28672, 80, 64, kv=8, ctx=4096, eps=1e-5),
     # LLaMA-3 / 3.1 8B.
-    "llama3-8b": _llama(128256, 4096, 14336, 32, 32, kv=8, ctx=8192, eps=1e-5, theta=500000.0),
+    "llama3-8b": _llama(128256, 4096, 14336, 32, 32, kv=8, ctx=8192, eps=1e-5, theta=500000.0).replace(
+        bos_token_id=128000, eos_token_id=128001),
     "llama3.1-8b": _llama(128256, 4096, 14336, 32, 32, kv=8, ctx=131072, eps=1e-5, theta=500000.0,
-                          scaling=_LLAMA3_SCALING),
+                          scaling=_LLAMA3_SCALING).replace(bos_token_id=128000, eos_token_id=128001),
 }
 
 
