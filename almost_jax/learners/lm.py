@@ -28,10 +28,11 @@ def masked_lm_loss(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array
 
 def make_lm_loss(model):
     """loss_fn(params, batch, rng) for the shared train step; batch has input_ids, attention_mask,
-    loss_mask (all [B, T])."""
+    loss_mask (all [B, T]) and, for packed rows, positions (attention_mask then holds segment ids)."""
     def loss_fn(params, batch, rng):
         del rng
-        logits, _ = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"])
+        logits, _ = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                                batch.get("positions"))
         loss, count = masked_lm_loss(logits, batch["input_ids"], batch["loss_mask"])
         return loss, {"target_tokens": count}
 

@@ -68,3 +68,29 @@ def make_reward_loss(model):
         del rng
         return pairwise_loss(*score_pairs(model, params, batch))
     return loss_fn
+
+
+class RewardScorer:
+    """Scores (prompt, response) pairs with a reward model, in fixed-size padded batches so a
+    long stream of texts compiles a handful of programs (one per length bucket)."""
+
+    def __init__(self, model, params, tokenizer, max_len: int, batch_size: int = 32,
+                 template: str = DEFAULT_TEMPLATE, bucket: int = 32):
+        self.params, self.tok, self.max_len = params, tokenizer, max_len
+        self.batch_size, self.template, self.bucket = batch_size, template, bucket
+        self._score = jax.jit(lambda p, ids, mask: model.apply({"params": p}, ids, mask))
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        seqs = [encode_for_rm(self.tok, p, r, self.max_len, self.template) for p, r in zip(prompts, responses)]
+        out = np.zeros(len(seqs), np.float32)
+        for start in range(0, len(seqs), self.batch_size):
+            chunk = seqs[start:start + self.batch_size]
+            length = min(self.max_len, -(-max(map(len, chunk)) // self.bucket) * self.bucket)
+            ids, mask = pad_right(chunk + [[self.tok.eos_id]] * (self.batch_size - len(chunk)), length,
+                                  self.tok.pad_id)
+            out[start:start + len(chunk)] = np.asarray(self._score(self.params, ids, mask))[:len(chunk)]
+        return out
+
+    def accuracy(self, prompts, chosen, rejected) -> tuple[float, np.ndarray, np.ndarray]:
+        rc, rr = self.score(prompts, chosen), self.score(prompts, rejected)
+        return float(np.mean(rc > rr)) if len(rc) else float("nan"), rc, rr

@@ -90,10 +90,17 @@ def apply_rotary(x: Array, positions: Array, inv_freq: Array) -> Array:
 
 
 def attention_mask(query_slots: Array, kv_mask: Array) -> Array:
-    """Causal + padding mask [B, 1, 1, T, S]: query in slot i sees valid key slots j <= i."""
+    """Causal + padding (+ packing) mask [B, 1, 1, T, S].
+
+    kv_mask [B, S] holds 0 for padding and a segment id > 0 for real tokens (plain 0/1 masks are
+    the one-segment case): a query in slot i sees key slots j <= i of its own segment, so packed
+    examples never attend to each other.
+    """
     key_slots = jnp.arange(kv_mask.shape[-1])
     causal = key_slots[None, :] <= query_slots[:, None]  # [T, S]
-    return (causal[None] & kv_mask[:, None, :].astype(bool))[:, None, None]
+    q_seg = jnp.take(kv_mask, query_slots, axis=1)  # [B, T]
+    same = (q_seg[:, :, None] == kv_mask[:, None, :]) & (kv_mask[:, None, :] > 0)
+    return (causal[None] & same)[:, None, None]
 
 
 class Attention(nn.Module):

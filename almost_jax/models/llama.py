@@ -23,15 +23,16 @@ Array = jax.Array
 
 def positions_from_mask(attention_mask: Array) -> Array:
     """Position ids for left- or right-padded rows: real tokens count 0, 1, 2, ...; pads get 1
-    (like Hugging Face), which is harmless because pads are masked out as keys."""
-    mask = attention_mask.astype(jnp.int32)
+    (like Hugging Face), which is harmless because pads are masked out as keys. Packed rows
+    (segment ids > 1) need explicit positions (see data/sft_data.py)."""
+    mask = (attention_mask > 0).astype(jnp.int32)
     return jnp.where(mask > 0, jnp.cumsum(mask, axis=-1) - 1, 1)
 
 
 def last_token_index(attention_mask: Array) -> Array:
     """Index of the last real token of each row, for left *or* right padding."""
     t = attention_mask.shape[-1]
-    return t - 1 - jnp.argmax(attention_mask[:, ::-1].astype(jnp.int32), axis=-1)
+    return t - 1 - jnp.argmax((attention_mask[:, ::-1] > 0).astype(jnp.int32), axis=-1)
 
 
 class Transformer(nn.Module):

@@ -29,12 +29,12 @@ log = logging.getLogger(__name__)
 
 
 def fit(cfg: ConfigDict, model_cfg, loss_fn: Callable, rows: dict[str, np.ndarray], workdir: str | Path,
-        init_params: Callable[[], dict], head: str = "lm", head_kwargs: Optional[dict] = None,
+        init_params, head: str = "lm", head_kwargs: Optional[dict] = None,
         eval_fn: Optional[Callable] = None, desc: str = "train"):
     """Train `loss_fn` on `rows` for cfg.train.steps; returns (params, last metrics).
 
-    init_params: returns unboxed params (random init or loaded) when there is no checkpoint to
-    resume from. eval_fn(params) -> dict of scalars, run every cfg.train.eval_every steps.
+    init_params: used when there is no checkpoint to resume from: a function returning freshly
+    initialised params (traced under jit), or a tree of loaded params. eval_fn(params) -> dict of scalars, run every cfg.train.eval_every steps.
     """
     workdir = Path(workdir)
     mesh = make_mesh(MeshConfig.from_config(cfg.mesh))

@@ -1,7 +1,7 @@
 """Train state (params, optimizer state, step, PRNG key) and its shardings on the mesh."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -37,16 +37,19 @@ def state_shardings(boxed_abstract_params, tx, mesh: Mesh, rules: Rules = DEFAUL
     return logical_shardings(abstract_state(boxed_abstract_params, tx), mesh, rules)
 
 
-def create_sharded_state(init_params: Callable[[], Any], tx, shardings: TrainState, seed: int) -> TrainState:
-    """Build the state directly in its sharded layout (params never exist unsharded on one device).
+def create_sharded_state(init: Any, tx, shardings: TrainState, seed: int) -> TrainState:
+    """Build the state directly in its sharded layout.
 
-    `init_params` returns unboxed params (random init, or already-loaded arrays captured by closure).
+    `init` is either a function returning freshly initialised params (traced under jit, so the
+    params never exist unsharded on one device) or a tree of already-loaded params (placed onto
+    their shardings first, then passed in as arguments, never baked into the program).
     """
-    def make():
-        params = unbox(init_params())
-        return TrainState.create(params, tx, jax.random.key_data(jax.random.key(seed)))
-
-    return jax.jit(make, out_shardings=shardings)()
+    rng = jax.random.key_data(jax.random.key(seed))
+    if callable(init):
+        return jax.jit(lambda: TrainState.create(unbox(init()), tx, rng), out_shardings=shardings)()
+    params = jax.device_put(unbox(init), shardings.params)
+    return jax.jit(lambda p: TrainState.create(p, tx, rng), in_shardings=(shardings.params,),
+                   out_shardings=shardings)(params)
 
 
 def with_shardings(abstract_tree, shardings):

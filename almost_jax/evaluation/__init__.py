@@ -1,0 +1,1 @@
+"""Evaluation: reward-model accuracy, policy scores under the oracle, win-rates, reports."""

@@ -1,0 +1,98 @@
+"""Train ALMoST's reward model on synthetic comparisons.
+
+    python -m almost_jax.jobs.train_rm --config=configs/mini/reward.py --config.data.train=comparisons.jsonl
+
+Initialised from an LM checkpoint (`init_from`: almost_jax params dir or HF dir); the trunk is
+kept, the bias-free score head is new. Held-out pairs (a file, or a deterministic fraction of the
+training queries) are scored every `train.eval_every` steps. Writes params/, reward_stats.json
+(mean/std of rewards on the reference set, for PPO's normalisation), metrics, manifest.json.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from almost_jax.checkpoints.load import load_model_params, with_score_head
+from almost_jax.config_lib import llama_config
+from almost_jax.data.schemas import ComparisonRecord, load_jsonl
+from almost_jax.data.tokenizer import check_vocab, load_tokenizer
+from almost_jax.jobs.common import run_job, write_manifest
+from almost_jax.learners.reward import RewardScorer, comparison_rows, make_reward_loss
+from almost_jax.models.llama import ScalarHeadModel
+from almost_jax.train.runner import fit
+
+log = logging.getLogger(__name__)
+
+
+def split_by_prompt(records, eval_fraction: float, salt: str = "rm-heldout"):
+    """Deterministic held-out split by prompt, so no held-out query is seen in training."""
+    def is_eval(prompt):
+        h = int(hashlib.sha256((salt + prompt).encode()).hexdigest()[:8], 16)
+        return h / 0xFFFFFFFF < eval_fraction
+    train = [r for r in records if not is_eval(r.prompt)]
+    return train, [r for r in records if is_eval(r.prompt)]
+
+
+def steps_for(cfg: ConfigDict, n_pairs: int) -> int:
+    if int(cfg.train.steps) > 0:
+        return int(cfg.train.steps)
+    return max(1, math.ceil(float(cfg.train.epochs) * n_pairs / int(cfg.train.batch_size)))
+
+
+def run(cfg: ConfigDict) -> dict:
+    workdir = Path(cfg.workdir)
+    model_cfg = llama_config(cfg.model)
+    tok = load_tokenizer(cfg.data.tokenizer)
+    check_vocab(tok, model_cfg.vocab_size, int(cfg.data.get("allow_vocab_padding", 0)))
+    records = load_jsonl(cfg.data.train, ComparisonRecord, cfg.data.on_error)
+    if cfg.data.eval:
+        train, heldout = records, load_jsonl(cfg.data.eval, ComparisonRecord, cfg.data.on_error)
+    else:
+        train, heldout = split_by_prompt(records, float(cfg.data.eval_fraction))
+    if not train:
+        raise ValueError(f"no training comparisons in {cfg.data.train}")
+    rows = comparison_rows(tok, train, int(cfg.train.seq_len), cfg.data.input_template)
+    n_pairs = len(rows["chosen_ids"])
+    with cfg.unlocked():
+        cfg.train.steps = steps_for(cfg, n_pairs)
+    log.info("reward model: %d training pairs, %d held out, %d steps", n_pairs, len(heldout), cfg.train.steps)
+
+    model = ScalarHeadModel(model_cfg)
+    lm = load_model_params(cfg.init_from, model_cfg)
+    init = with_score_head(lm, model_cfg, jax.random.key(int(cfg.train.seed)), float(cfg.head_init_std))
+
+    def scorer(params):
+        return RewardScorer(model, params, tok, int(cfg.train.seq_len), int(cfg.eval_batch_size),
+                            cfg.data.input_template)
+
+    def evaluate(params):
+        if not heldout:
+            return {}
+        acc, rc, rr = scorer(params).accuracy([r.prompt for r in heldout], [r.chosen for r in heldout],
+                                              [r.rejected for r in heldout])
+        return {"accuracy": acc, "margin": float(np.mean(rc - rr))}
+
+    params, metrics = fit(cfg, model_cfg, make_reward_loss(model), rows, workdir, init, head="scalar",
+                          eval_fn=evaluate, desc="reward")
+    ref = train[: int(cfg.stats_reference_pairs)]
+    rewards = np.concatenate([scorer(params).score([r.prompt for r in ref], [r.chosen for r in ref]),
+                              scorer(params).score([r.prompt for r in ref], [r.rejected for r in ref])])
+    stats = {"mean": float(rewards.mean()), "std": float(rewards.std()), "n": int(rewards.size)}
+    if jax.process_index() == 0:
+        (workdir / "reward_stats.json").write_text(json.dumps(stats))
+    summary = {"train_pairs": n_pairs, "heldout_pairs": len(heldout), "steps": int(cfg.train.steps),
+               "final_loss": metrics.get("loss"), "heldout_accuracy": metrics.get("eval_accuracy"),
+               "reward_mean": stats["mean"], "reward_std": stats["std"]}
+    write_manifest(workdir / "manifest.json", cfg, **summary)
+    return summary
+
+
+if __name__ == "__main__":
+    run_job(run)
