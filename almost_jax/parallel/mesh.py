@@ -75,7 +75,9 @@ def maybe_initialize_distributed(cfg=None) -> None:
     passes coordinator/num_processes/process_id explicitly (config `distributed.*` or env vars).
     """
     dist = getattr(cfg, "distributed", None) if cfg is not None else None
-    enabled = bool(dist and dist.get("enabled", False)) or "JAX_COORDINATOR_ADDRESS" in os.environ
+    # launch/tpu_run.sh exports ALMOST_JAX_DISTRIBUTED=1 on every worker of a pod slice.
+    enabled = (bool(dist and dist.get("enabled", False)) or "JAX_COORDINATOR_ADDRESS" in os.environ
+               or os.environ.get("ALMOST_JAX_DISTRIBUTED") == "1")
     if not enabled or jax.distributed.is_initialized():
         return
     kwargs = {}
