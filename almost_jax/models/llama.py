@@ -85,8 +85,13 @@ class CausalLM(nn.Module):
                                     param_dtype=jnp.dtype(self.cfg.param_dtype),
                                     kernel_init=dense_init(("embed", "vocab")))
 
-    def __call__(self, input_ids, attention_mask, positions=None, cache=None, cache_index=None):
+    def __call__(self, input_ids, attention_mask, positions=None, cache=None, cache_index=None,
+                 last_only: bool = False):
+        """last_only: logits for the final position only (a prefill needs nothing else, and
+        [B, T, vocab] logits would dominate memory at real scale)."""
         hidden, cache = self.model(input_ids, attention_mask, positions, cache, cache_index)
+        if last_only:
+            hidden = hidden[:, -1:]
         logits = self.model.attend(hidden) if self.cfg.tie_word_embeddings else self.lm_head(hidden)
         logits = constrain(logits.astype(jnp.float32), ("act_batch", "act_length", "act_vocab"))
         return logits, cache

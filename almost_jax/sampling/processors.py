@@ -1,0 +1,84 @@
+"""Logits processors and the sampling step: small pure functions over [B, V] float32 logits.
+
+Disabled processors are skipped at trace time (the config is static), so greedy or plain
+temperature sampling never pays for a full-vocabulary sort.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """temperature 0 = greedy. top_k 0, top_p 1.0 and min_p 0.0 are "off"."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    max_new_tokens: int = 64
+    n: int = 1  # samples per prompt, sharing one prefill
+    stop_strings: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @classmethod
+    def from_config(cls, cfg) -> "SamplingConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in dict(cfg).items() if k in fields}
+        if "stop_strings" in kw:
+            kw["stop_strings"] = tuple(kw["stop_strings"])
+        return cls(**kw)
+
+
+def apply_top_k(logits: jax.Array, k: int) -> jax.Array:
+    kth = jax.lax.top_k(logits, k)[0][:, -1:]
+    return jnp.where(logits < kth, NEG_INF, logits)
+
+
+def apply_top_p(logits: jax.Array, p: float) -> jax.Array:
+    """Keep the smallest set of most likely tokens whose probability reaches p (nucleus)."""
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each sorted token
+    keep_sorted = before < p  # the top token is always kept
+    threshold = jnp.min(jnp.where(keep_sorted, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits < threshold, NEG_INF, logits)
+
+
+def apply_min_p(logits: jax.Array, min_p: float) -> jax.Array:
+    """Drop tokens whose probability is below min_p times the most likely token's."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    cutoff = jnp.max(logp, axis=-1, keepdims=True) + jnp.log(min_p)
+    return jnp.where(logp < cutoff, NEG_INF, logits)
+
+
+def process_logits(logits: jax.Array, cfg: SamplingConfig) -> jax.Array:
+    """Temperature first, then truncation (top-k, top-p, min-p), as Hugging Face orders them."""
+    logits = logits / cfg.temperature
+    if cfg.top_k > 0:
+        logits = apply_top_k(logits, cfg.top_k)
+    if cfg.top_p < 1.0:
+        logits = apply_top_p(logits, cfg.top_p)
+    if cfg.min_p > 0.0:
+        logits = apply_min_p(logits, cfg.min_p)
+    return logits
+
+
+def sample_step(key: jax.Array, logits: jax.Array, cfg: SamplingConfig) -> tuple[jax.Array, jax.Array]:
+    """(token [B], logprob [B]). The logprob is that of the token under softmax(logits / T), the
+    temperature-scaled but untruncated distribution: what PPO's ratio is computed against
+    (as in AlpacaFarm). Greedy returns log_softmax(logits) of the argmax."""
+    if cfg.greedy:
+        token = jnp.argmax(logits, axis=-1)
+        return token, jnp.take_along_axis(jax.nn.log_softmax(logits, -1), token[:, None], -1)[:, 0]
+    token = jax.random.categorical(key, process_logits(logits, cfg), axis=-1)
+    logp = jax.nn.log_softmax(logits / cfg.temperature, axis=-1)
+    return token, jnp.take_along_axis(logp, token[:, None], -1)[:, 0]
