@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -39,6 +40,17 @@ def chain_hashes(cfg: ConfigDict, stages: Sequence) -> dict[str, str]:
     return out
 
 
+def prepare_stage_dir(stage_dir: Path, chain_hash: str) -> None:
+    """Partial outputs of an interrupted run with the same config are kept (the stage resumes
+    from them); outputs written under another config are stale and are removed."""
+    marker = stage_dir / ".chain_hash"
+    if stage_dir.exists() and (not marker.exists() or marker.read_text().strip() != chain_hash):
+        log.info("stage %s: config changed, clearing %s", stage_dir.name, stage_dir)
+        shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(chain_hash)
+
+
 def summary_line(name: str, summary: dict, seconds: float, skipped: bool) -> str:
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
                       if not isinstance(v, (dict, list)))
@@ -62,6 +74,7 @@ def run_pipeline(cfg: ConfigDict, only: Sequence[str] = ()) -> dict[str, dict]:
             results[st.name] = manifest.get("summary", {})
             print(summary_line(st.name, results[st.name], 0, True), flush=True)
             continue
+        prepare_stage_dir(workdir / st.name, hashes[st.name])
         t0 = time.time()
         summary = st.run(cfg, workdir / st.name)
         seconds = time.time() - t0

@@ -50,14 +50,153 @@ def run_pretrain(cfg: ConfigDict, out: Path) -> dict:
     from almost_jax.jobs import pretrain
     from almost_jax.jobs.common import read_manifest
     summary = {}
-    for member in cfg.family.keys():
+    for member in ("S", "M", "L"):
         job = member_config(cfg, member, out)
         pretrain.run(job)
         summary[f"{member}_loss"] = (read_manifest(Path(job.workdir) / "manifest.json") or {}).get("final_loss")
     return summary
 
 
+def generator_setup(cfg: ConfigDict, member: str, sampling: ConfigDict, template: str = "", n_shots: int = 0) -> ConfigDict:
+    """A sampler setup (model + weights + tokenizer + prompt + sampling) for a family member."""
+    root = Path(cfg.workdir)
+    return ConfigDict(dict(
+        model=ConfigDict(dict(preset=cfg.family[member].preset, hf_path="", dtype="float32", param_dtype="float32",
+                              remat=False, attention_impl="xla")),
+        params=str(family_params(root, member)), tokenizer=str(world_paths(root)["tokenizer"]),
+        batch_size=int(cfg.sampling_batch_size), bucket=64, template=template, n_shots=n_shots,
+        sampling=copy.deepcopy(sampling)))
+
+
+def run_family_eval(cfg: ConfigDict, out: Path) -> dict:
+    """Oracle scores of each vanilla model, zero-shot and k-shot, greedy and sampled (issue: the
+    larger model must score higher)."""
+    import json
+    from almost_jax.data.schemas import PromptRecord, load_jsonl
+    from almost_jax.data.templates import load_prompt_file, prompt_path
+    from almost_jax.evaluation.oracle_eval import evaluate_policy
+    from almost_jax.synthetic.generation import build_sampler
+    ev = cfg.family_eval
+    tasks = load_jsonl(world_paths(Path(cfg.workdir))["eval_tasks"], PromptRecord)
+    template = load_prompt_file(prompt_path(ev.template))
+    table = {}
+    for member in ("S", "M", "L"):
+        for mode, temperature in (("greedy", 0.0), ("sampled", float(ev.temperature))):
+            sampling = copy.deepcopy(ev.sampling)
+            sampling.temperature = temperature
+            sampler = build_sampler(generator_setup(cfg, member, sampling), sampling)
+            generate = lambda ps, s=sampler: [c.text for c in s.generate(ps, seed=int(ev.seed), progress=False)]  # noqa: E731
+            for shots in ev.shots:
+                res, _ = evaluate_policy(generate, tasks, template, int(shots))
+                table[f"{member}_{mode}_{shots}shot"] = res
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "family_eval.json").write_text(json.dumps(table, indent=2))
+    return {k: v["score"] for k, v in table.items()}
+
+
+def run_queries(cfg: ConfigDict, out: Path) -> dict:
+    """Three query sets (RM comparisons, self-play, RL), disjoint by instruction."""
+    from almost_jax.data.schemas import PromptRecord, load_jsonl, write_jsonl_atomic
+    from almost_jax.jobs import queries
+    seen, summary = set(), {}
+    for i, (name, n) in enumerate(cfg.queries.sets.items()):
+        job = queries.queries_config("miniworld")
+        with job.unlocked():
+            job.update(dict(output=str(out / f"{name}.jsonl"), num_queries=int(n) * 2, seed=int(cfg.queries.seed) + i,
+                            families=list(cfg.world.families), id_prefix=f"{name}-"))
+        queries.run(job)
+        recs = [r for r in load_jsonl(job.output, PromptRecord) if r.prompt not in seen][: int(n)]
+        seen.update(r.prompt for r in recs)
+        write_jsonl_atomic(job.output, recs)
+        summary[name] = len(recs)
+    return summary
+
+
+def comparison_setups(cfg: ConfigDict) -> ConfigDict:
+    setups = ConfigDict()
+    for name, spec in cfg.comparisons.setups.items():
+        setups[name] = generator_setup(cfg, spec.member, cfg.comparisons.sampling, spec.template, int(spec.n_shots))
+    return setups
+
+
+def run_comparisons(cfg: ConfigDict, out: Path) -> dict:
+    """Synthetic comparisons on the RM queries, plus oracle-labelled pairs on held-out tasks."""
+    import json
+    from almost_jax.data.schemas import ComparisonRecord, PromptRecord, load_jsonl, write_jsonl_atomic
+    from almost_jax.evaluation.oracle_pairs import gold_pairs, mean_oracle_score, oracle_agreement
+    from almost_jax.jobs import comparisons
+    c = cfg.comparisons
+    job = ConfigDict(dict(workdir=str(out), queries=str(Path(cfg.workdir) / "queries" / "rm.jsonl"), max_queries=0,
+                          on_error="raise", seed=int(c.seed), rubric=list(c.rubric), setups=comparison_setups(cfg),
+                          rules=copy.deepcopy(c.rules)))
+    summary = comparisons.run(job)
+    synthetic = load_jsonl(out / "comparisons.jsonl", ComparisonRecord)
+    summary.update({f"synthetic_{k}": v for k, v in oracle_agreement(synthetic).items() if k != "pairs"})
+    # The same setups answer the held-out evaluation tasks: their oracle scores (the report's
+    # per-setup rows) and gold-labelled pairs for measuring the RM.
+    heldout = Path(out) / "heldout"
+    eval_job = copy.deepcopy(job)
+    with eval_job.unlocked():
+        eval_job.workdir = str(heldout)
+        eval_job.queries = str(world_paths(Path(cfg.workdir))["eval_tasks"])
+    comparisons.run(eval_job)
+    tasks = load_jsonl(eval_job.queries, PromptRecord)
+    responses = {name: {r["id"]: r["response"] for r in comparisons.load_responses(heldout / "responses" / f"{name}.jsonl", tasks).values()}
+                 for name in c.setups.keys()}
+    write_jsonl_atomic(out / "gold_pairs.jsonl", gold_pairs(tasks, responses))
+    setup_scores = {name: mean_oracle_score(tasks, resp) for name, resp in responses.items()}
+    (out / "setup_scores.json").write_text(json.dumps(setup_scores, indent=2))
+    summary.update({f"oracle_{k}": v for k, v in setup_scores.items()})
+    summary["gold_pairs"] = len(load_jsonl(out / "gold_pairs.jsonl", ComparisonRecord))
+    return summary
+
+
+def reward_job(cfg: ConfigDict, out: Path, train_file: Path) -> ConfigDict:
+    job = copy.deepcopy(cfg.reward)
+    root = Path(cfg.workdir)
+    with job.unlocked():
+        job.workdir = str(out)
+        job.init_from = str(family_params(root, cfg.reward_init_member))
+        job.model.preset = cfg.family[cfg.reward_init_member].preset
+        job.data.train = str(train_file)
+        job.data.tokenizer = str(world_paths(root)["tokenizer"])
+    return job
+
+
+def run_reward(cfg: ConfigDict, out: Path) -> dict:
+    """RM on filtered synthetic pairs, and (ablation) without the length filter; both measured on
+    the oracle-labelled held-out pairs."""
+    from almost_jax.checkpoints.load import load_model_params
+    from almost_jax.config_lib import llama_config
+    from almost_jax.data.tokenizer import load_tokenizer
+    from almost_jax.evaluation.rm_accuracy import evaluate_file
+    from almost_jax.jobs import train_rm
+    from almost_jax.learners.reward import RewardScorer
+    from almost_jax.models.llama import ScalarHeadModel
+    comp = Path(cfg.workdir) / "comparisons"
+    summary = {}
+    variants = [("rm", comp / "comparisons.jsonl")]
+    if cfg.reward_ablation_nofilter:
+        variants.append(("rm_nofilter", comp / "comparisons_nofilter.jsonl"))
+    for name, train_file in variants:
+        job = reward_job(cfg, out / name, train_file)
+        result = train_rm.run(job)
+        model_cfg = llama_config(job.model)
+        params = load_model_params(out / name / "params", model_cfg)
+        scorer = RewardScorer(ScalarHeadModel(model_cfg), params, load_tokenizer(job.data.tokenizer),
+                              int(job.train.seq_len), int(job.eval_batch_size), job.data.input_template)
+        gold = evaluate_file(scorer, comp / "gold_pairs.jsonl", "comparisons")
+        summary[f"{name}_heldout_synthetic_accuracy"] = result["heldout_accuracy"]
+        summary[f"{name}_oracle_agreement"] = gold["accuracy"]
+        summary[f"{name}_train_pairs"] = result["train_pairs"]
+    return summary
+
+
 STAGES = [
     Stage("world", ("world",), run_world),
     Stage("pretrain", ("family", "pretrain"), run_pretrain),
+    Stage("family_eval", ("family_eval",), run_family_eval),
+    Stage("queries", ("queries",), run_queries),
+    Stage("comparisons", ("comparisons", "sampling_batch_size"), run_comparisons),
+    Stage("reward", ("reward", "reward_init_member", "reward_ablation_nofilter"), run_reward),
 ]

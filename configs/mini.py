@@ -8,8 +8,10 @@ Budget: 2 CPU cores, <= 30 minutes end to end. Every block can be overridden, e.
 from ml_collections import ConfigDict
 
 from almost_jax.config_lib import distributed_block, mesh_block, model_block, optimizer_block, train_block
+from almost_jax.jobs.reward_config import reward_config
 
 FAMILIES = ["add", "sort", "upper", "capital", "harmful"]
+STOPS = ["\n\nHuman:", "\n\n-----"]
 
 
 def get_config() -> ConfigDict:
@@ -39,4 +41,44 @@ def get_config() -> ConfigDict:
                                   b2=0.98, grad_clip=1.0),
         train=train_block(steps=800, batch_size=32, seq_len=128, log_every=50, checkpoint_every=200),
     ))
+    cfg.sampling_batch_size = 100
+
+    # Oracle scores of the vanilla family (the size ordering the ALMoST prior relies on).
+    cfg.family_eval = ConfigDict(dict(
+        template="mini_faithful.txt", shots=[0, 3], temperature=1.0, seed=0,
+        sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
+    ))
+
+    # 3. Queries: disjoint sets for the RM comparisons, self-play and RL (mini-world tasks; the
+    #    real-scale self-instruct job is almost_jax.jobs.queries with source=self_instruct).
+    cfg.queries = ConfigDict(dict(seed=100, sets=ConfigDict(dict(rm=3000, rmsp=300, rl=300))))
+
+    # 4. Synthetic comparisons: four setups ranked by the ALMoST prior (A > B > C > D):
+    #    bigger model > smaller; more shots > fewer; faithful demonstrations > sloppy ones.
+    cfg.comparisons = ConfigDict(dict(
+        seed=0,
+        setups=ConfigDict(dict(
+            A=ConfigDict(dict(member="L", template="mini_faithful.txt", n_shots=3)),
+            B=ConfigDict(dict(member="M", template="mini_faithful.txt", n_shots=3)),
+            C=ConfigDict(dict(member="S", template="mini_faithful.txt", n_shots=3)),
+            D=ConfigDict(dict(member="S", template="mini_plain.txt", n_shots=1)),
+        )),
+        rubric=["A", "B", "C", "D"],
+        sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
+        # ALMoST's BAD rules, with thresholds for one-line toy answers instead of LLaMA paragraphs.
+        rules=ConfigDict(dict(min_chars=1, reject_question_or_colon_end=True, reject_well_start=True,
+                              require_terminal_punct=False, reject_dont_know=True, reject_human_tag=True,
+                              reject_image_tag=True)),
+    ))
+
+    # 5. Reward model: initialised from the largest vanilla model, trained on the synthetic pairs.
+    cfg.reward_init_member = "L"
+    cfg.reward_ablation_nofilter = True
+    cfg.reward = reward_config("mini-l", batch_size=32, seq_len=96, eval_every=0, checkpoint_every=200,
+                               log_every=20, progress=False)
+    cfg.reward.optimizer.lr = 3e-4
+    cfg.reward.optimizer.weight_decay = 0.0
+    cfg.reward.train.epochs = 2.0
+    cfg.reward.eval_batch_size = 100
+    cfg.reward.stats_reference_pairs = 500
     return cfg

@@ -38,8 +38,8 @@ def setup_prompts(setup: ConfigDict, queries: list[PromptRecord]) -> list[str]:
 def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out: Path, rules: ResponseRules,
                  seed: int) -> None:
     """Stream this setup's responses; skip queries already answered by an earlier (killed) run."""
-    done = {r["id"] for r in read_jsonl(out, None, on_error="skip")} if out.exists() else set()
-    todo = [q for q in queries if q.id not in done]
+    done = {(r["id"], r.get("query")) for r in read_jsonl(out, None, on_error="skip")} if out.exists() else set()
+    todo = [q for q in queries if (q.id, q.prompt) not in done]
     if not todo:
         return
     log.info("setup %s: %d of %d queries to answer", name, len(todo), len(queries))
@@ -49,26 +49,34 @@ def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out:
         for q, raw in zip(todo, generate(prompts, seed=seed, desc=name)):
             response = parse_response(raw, separator=setup.get("separator", "\n\n-----"))
             reason = bad_response_reason(response, rules)
-            sink.write({"id": q.id, "setup": name, "raw": raw, "response": response, "bad": reason})
+            sink.write({"id": q.id, "query": q.prompt, "setup": name, "raw": raw, "response": response, "bad": reason})
 
 
-def load_responses(path: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in read_jsonl(path, None, on_error="skip")}
+def load_responses(path: Path, queries=None) -> dict[str, dict]:
+    """Latest response per query id (only those answering the query's current text)."""
+    current = {q.id: q.prompt for q in queries} if queries is not None else None
+    return {r["id"]: r for r in read_jsonl(path, None, on_error="skip")
+            if current is None or current.get(r["id"]) == r.get("query")}
 
 
 def build_comparisons(queries, responses: dict[str, dict[str, dict]], rubric, length_filter: bool):
-    stats, records = PairStats(), []
+    """Pairs exactly as the official code builds them; identical (chosen == rejected) pairs are then
+    dropped, as its RM dataset does, and counted."""
+    stats, records, identical = PairStats(), [], 0
     for q in queries:
         per_setup = {name: (None if (r := responses[name].get(q.id)) is None or r["bad"] else r["response"])
                      for name in responses}
         for i, p in enumerate(build_pairs(per_setup, rubric, length_filter, stats)):
+            if p.chosen == p.rejected:
+                identical += 1
+                continue
             records.append(ComparisonRecord(
                 prompt=chat_prompt(q.prompt), chosen=p.chosen, rejected=p.rejected, id=f"{q.id}-{i}",
                 provenance=Provenance(chosen_setup=p.chosen_setup, rejected_setup=p.rejected_setup,
                                       filters={"length_filter": length_filter,
                                                "chosen_long_enough": p.chosen_long_enough}),
                 meta={"query_id": q.id, **{k: v for k, v in q.meta.items() if k in ("family", "difficulty")}}))
-    return records, stats
+    return records, stats, identical
 
 
 def chat_prompt(query: str) -> str:
@@ -88,22 +96,23 @@ def run(cfg: ConfigDict) -> dict:
     rules = ResponseRules.from_config(cfg.rules)
     for name in names:
         sample_setup(name, cfg.setups[name], queries, out / "responses" / f"{name}.jsonl", rules, int(cfg.seed))
-    responses = {n: load_responses(out / "responses" / f"{n}.jsonl") for n in names}
+    responses = {n: load_responses(out / "responses" / f"{n}.jsonl", queries) for n in names}
     bad = Counter(r["bad"] for per in responses.values() for r in per.values() if r["bad"])
     report = {"queries": len(queries), "responses": sum(len(v) for v in responses.values()),
               "bad_responses": sum(bad.values()), "bad_by_rule": dict(bad)}
     for flag, fname in ((True, "comparisons.jsonl"), (False, "comparisons_nofilter.jsonl")):
-        records, stats = build_comparisons(queries, responses, rubric, flag)
+        records, stats, identical = build_comparisons(queries, responses, rubric, flag)
         write_jsonl_atomic(out / fname, records)
         key = "with_filter" if flag else "without_filter"
         report[key] = {"pairs": stats.pairs, "queries_lt2_survivors": stats.queries_lt2_survivors,
-                       "removed_by_length_filter": stats.skipped_by_length_filter, "skipped_ties": stats.skipped_ties}
+                       "removed_by_length_filter": stats.skipped_by_length_filter, "skipped_ties": stats.skipped_ties,
+                       "dropped_identical": identical, "written": len(records)}
     report["pairs_by_setups"] = dict(Counter(f"{r.provenance.chosen_setup}>{r.provenance.rejected_setup}"
                                              for r in load_jsonl(out / "comparisons.jsonl", ComparisonRecord)))
     (out / "report.json").write_text(json.dumps(report, indent=2))
     log.info("comparisons: %s", json.dumps(report))
     summary = {"queries": report["queries"], "responses": report["responses"], "bad": report["bad_responses"],
-               "pairs": report["with_filter"]["pairs"], "pairs_nofilter": report["without_filter"]["pairs"],
+               "pairs": report["with_filter"]["written"], "pairs_nofilter": report["without_filter"]["written"],
                "removed_by_length_filter": report["with_filter"]["removed_by_length_filter"]}
     write_manifest(out / "manifest.json", cfg, **summary)
     return summary
