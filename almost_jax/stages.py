@@ -192,6 +192,78 @@ def run_reward(cfg: ConfigDict, out: Path) -> dict:
     return summary
 
 
+def policy_scores(cfg: ConfigDict, params_path: Path, preset: str, template: str = "", n_shots: int = 0) -> dict:
+    """Oracle scores of a policy on the held-out tasks under cfg.policy_eval's sampling."""
+    from almost_jax.data.schemas import PromptRecord, load_jsonl
+    from almost_jax.data.templates import load_prompt_file, prompt_path
+    from almost_jax.evaluation.oracle_eval import evaluate_policy
+    from almost_jax.synthetic.generation import build_sampler
+    root = Path(cfg.workdir)
+    setup = ConfigDict(dict(model=ConfigDict(dict(preset=preset, hf_path="", dtype="float32", param_dtype="float32",
+                                                  remat=False, attention_impl="xla")),
+                            params=str(params_path), tokenizer=str(world_paths(root)["tokenizer"]),
+                            batch_size=int(cfg.sampling_batch_size), bucket=64))
+    sampler = build_sampler(setup, cfg.policy_eval.sampling)
+    generate = lambda ps: [c.text for c in sampler.generate(ps, seed=int(cfg.policy_eval.seed), progress=False)]  # noqa: E731
+    tasks = load_jsonl(world_paths(root)["eval_tasks"], PromptRecord)
+    tmpl = load_prompt_file(prompt_path(template)) if template else None
+    return evaluate_policy(generate, tasks, tmpl, n_shots)[0]
+
+
+def rmsp_job(cfg: ConfigDict, out: Path, selection: str, n_candidates: int) -> ConfigDict:
+    from almost_jax.jobs.rmsp import rmsp_config
+    root = Path(cfg.workdir)
+    r = cfg.rmsp
+    job = rmsp_config()
+    with job.unlocked():
+        job.workdir, job.queries, job.seed, job.chunk_size = str(out), str(root / "queries" / "rmsp.jsonl"), int(r.seed), int(r.chunk_size)
+        job.selfplay.update(dict(n_candidates=n_candidates, max_assistant_turns=int(r.max_assistant_turns),
+                                 selection=selection, end_markers=list(r.end_markers)))
+        job.assistant = generator_setup(cfg, r.assistant_member, r.assistant_sampling, r.assistant_template, int(r.assistant_shots))
+        job.user = generator_setup(cfg, r.user_member, r.user_sampling, r.user_template, int(r.user_shots))
+        job.rm.model.update(dict(preset=cfg.family[cfg.reward_init_member].preset, dtype="float32", param_dtype="float32"))
+        job.rm.update(dict(params=str(root / "reward" / "rm" / "params"), tokenizer=str(world_paths(root)["tokenizer"]),
+                           max_len=int(cfg.reward.train.seq_len), batch_size=int(cfg.sampling_batch_size)))
+    return job
+
+
+def run_rmsp(cfg: ConfigDict, out: Path) -> dict:
+    """Self-play dialogues selected by the RM (best of N) and, for the ablation, at random (N=1)."""
+    from almost_jax.jobs import rmsp
+    summary = {}
+    for name, selection, n in (("rm", "rm", int(cfg.rmsp.n_candidates)), ("random", "random", 1)):
+        result = rmsp.run(rmsp_job(cfg, out / name, selection, n))
+        summary.update({f"{name}_{k}": v for k, v in result.items()})
+    return summary
+
+
+def run_sft(cfg: ConfigDict, out: Path) -> dict:
+    """SFT of the smallest model on RM-selected and on randomly selected dialogues; oracle scores
+    against the same model prompted with demonstrations."""
+    from almost_jax.jobs import sft
+    root = Path(cfg.workdir)
+    member = cfg.sft_member
+    preset = cfg.family[member].preset
+    summary = {}
+    base = policy_scores(cfg, family_params(root, member), preset, cfg.policy_eval.baseline_template,
+                         int(cfg.policy_eval.baseline_shots))
+    summary["prompted_baseline_score"] = base["score"]
+    for name in ("rm", "random"):
+        job = copy.deepcopy(cfg.sft)
+        with job.unlocked():
+            job.workdir = str(out / name)
+            job.init_from = str(family_params(root, member))
+            job.model.preset = preset
+            job.data.train = str(root / "rmsp" / name / "dialogues.jsonl")
+            job.data.tokenizer = str(world_paths(root)["tokenizer"])
+        result = sft.run(job)
+        scores = policy_scores(cfg, out / name / "params", preset)
+        summary[f"sft_{name}_score"] = scores["score"]
+        summary[f"sft_{name}_exact"] = scores["exact"]
+        summary[f"sft_{name}_eval_loss"] = result["eval_loss"]
+    return summary
+
+
 STAGES = [
     Stage("world", ("world",), run_world),
     Stage("pretrain", ("family", "pretrain"), run_pretrain),
@@ -199,4 +271,6 @@ STAGES = [
     Stage("queries", ("queries",), run_queries),
     Stage("comparisons", ("comparisons", "sampling_batch_size"), run_comparisons),
     Stage("reward", ("reward", "reward_init_member", "reward_ablation_nofilter"), run_reward),
+    Stage("rmsp", ("rmsp",), run_rmsp),
+    Stage("sft", ("sft", "sft_member", "policy_eval"), run_sft),
 ]

@@ -9,6 +9,7 @@ from ml_collections import ConfigDict
 
 from almost_jax.config_lib import distributed_block, mesh_block, model_block, optimizer_block, train_block
 from almost_jax.jobs.reward_config import reward_config
+from almost_jax.jobs.sft_config import sft_config
 
 FAMILIES = ["add", "sort", "upper", "capital", "harmful"]
 STOPS = ["\n\nHuman:", "\n\n-----"]
@@ -81,4 +82,29 @@ def get_config() -> ConfigDict:
     cfg.reward.train.epochs = 2.0
     cfg.reward.eval_batch_size = 100
     cfg.reward.stats_reference_pairs = 500
+
+    # How policies are scored by the oracle (held-out tasks, zero-shot chat unless a template is given).
+    cfg.policy_eval = ConfigDict(dict(
+        seed=0, baseline_template="mini_faithful.txt", baseline_shots=3,
+        sampling=ConfigDict(dict(temperature=0.0, max_new_tokens=16, stop_strings=STOPS)),
+    ))
+
+    # 6. RM-guided self-play: the largest model, prompted with faithful demonstrations, answers;
+    #    the RM keeps the best of N; another prompted model plays the user.
+    cfg.rmsp = ConfigDict(dict(
+        seed=0, chunk_size=100, n_candidates=4, max_assistant_turns=3, end_markers=["[END]"],
+        assistant_member="L", assistant_template="mini_faithful.txt", assistant_shots=3,
+        assistant_sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
+        user_member="M", user_template="mini_user.txt", user_shots=3,
+        user_sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=24,
+                                      stop_strings=["\n\nAssistant:", "\n\n-----"])),
+    ))
+
+    # 7. SFT of the smallest model on the self-play dialogues.
+    cfg.sft_member = "S"
+    cfg.sft = sft_config("mini-s", batch_size=32, seq_len=128, eval_every=0, checkpoint_every=200, log_every=20,
+                         progress=False)
+    cfg.sft.optimizer.lr = 1e-3
+    cfg.sft.optimizer.warmup_ratio = 0.05
+    cfg.sft.train.epochs = 3.0
     return cfg
