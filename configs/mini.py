@@ -107,4 +107,14 @@ def get_config() -> ConfigDict:
     cfg.sft.optimizer.lr = 1e-3
     cfg.sft.optimizer.warmup_ratio = 0.05
     cfg.sft.train.epochs = 3.0
+
+    # 8. PPO (AlpacaFarm's recipe; batch sizes, lengths and lr scaled to the mini world).
+    cfg.ppo = ConfigDict(dict(
+        steps=30, rollout_batch_size=64, step_batch_size=32, ppo_epochs=2, query_len=32, response_len=16,
+        temperature=1.0, top_p=1.0, stop_strings=STOPS, kl_coef=0.0067, kl_estimator="clamped", kl_controller="fixed",
+        kl_target=6.0, kl_k_beta=0.1, score_clip=0.0, whiten_rewards=True, gamma=1.0, lam=1.0, cliprange=0.2,
+        cliprange_value=0.2, vf_coef=0.1, entropy_coef=0.0, checkpoint_every=10,
+    ))
+    cfg.ppo_optimizer = optimizer_block(lr=1e-4, weight_decay=0.0, schedule="constant", warmup_ratio=0.0,
+                                        warmup_steps=3, eps=1e-5, grad_clip=1.0)
     return cfg

@@ -8,7 +8,6 @@ ids already there, so a kill never duplicates or loses a finished dialogue.
 """
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
@@ -35,8 +34,7 @@ def _template(name: str):
 
 def make_players(cfg: ConfigDict):
     sp = SelfPlayConfig.from_config(cfg.selfplay)
-    a_sampling = copy.deepcopy(cfg.assistant.sampling)
-    a_sampling.n = sp.n_candidates
+    a_sampling = ConfigDict({**cfg.assistant.sampling.to_dict(), "n": sp.n_candidates})
     a_sampler = build_sampler(cfg.assistant, a_sampling)
     u_sampler = build_sampler(cfg.user, cfg.user.sampling)
     a_tmpl, u_tmpl = _template(cfg.assistant.template), _template(cfg.user.template)

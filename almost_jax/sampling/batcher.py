@@ -63,8 +63,10 @@ class Sampler:
         return ids[-self.max_prompt_len:]
 
     def generate(self, prompts: Sequence[str], seed: int = 0, desc: Optional[str] = None,
-                 progress: bool = True) -> Iterator[Completion]:
-        """Yields completions in prompt order (n per prompt when cfg.n > 1)."""
+                 progress: bool = True, params=None) -> Iterator[Completion]:
+        """Yields completions in prompt order (n per prompt when cfg.n > 1); `params` overrides the
+        sampler's own (a policy that changes between calls, same shapes: no recompile)."""
+        params = self.params if params is None else params
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         ready: dict[int, list[Completion]] = {}
@@ -76,7 +78,7 @@ class Sampler:
             seqs = [encoded[i] for i in idx] + [[self.tok.bos_id]] * (self.batch_size - len(idx))
             length = -(-max(map(len, seqs)) // self.bucket) * self.bucket
             ids, mask = left_pad(seqs, length, self.tok.pad_id)
-            out = jax.device_get(self._fn(self.params, ids, mask, jax.random.fold_in(key, b)))
+            out = jax.device_get(self._fn(params, ids, mask, jax.random.fold_in(key, b)))
             for row, prompt_index in enumerate(idx):
                 ready[prompt_index] = [self._completion(out, row * self.cfg.n + k, prompt_index, k)
                                        for k in range(self.cfg.n)]
