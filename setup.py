@@ -34,5 +34,5 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["almost-jax=almost_jax.cli:main"]},
+    entry_points={"console_scripts": ["almost-jax-pipeline=almost_jax.pipeline:cli"]},
 )

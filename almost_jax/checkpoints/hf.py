@@ -1,0 +1,237 @@
+"""Hugging Face LLaMA checkpoints <-> almost_jax params.
+
+One table (`tensor_map`) says, for every HF tensor name, where it lives in the Flax tree and how it
+is reshaped; loading and saving both read it, so the two directions cannot drift apart.
+HF stores q/k projections in the rotate-half rotary layout, which is the layout our attention
+uses, so HF weights load without the q/k row permutation that Meta's original interleaved
+`consolidated.*.pth` layout would need (HF's own conversion script applies it).
+
+Loading streams one tensor at a time (safetensors first; `.bin` only through
+`torch.load(weights_only=True)`), placing each straight onto its sharding when shardings are
+given, so host memory holds one tensor beyond the growing (possibly sharded) result, never two
+copies of the model. Loading never executes code from a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import jax
+import numpy as np
+
+from almost_jax.models.config import LlamaConfig
+
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def load_hf_config(path: str | Path) -> LlamaConfig:
+    f = Path(path) / "config.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"no config.json in {path}: not a Hugging Face checkpoint directory")
+    return LlamaConfig.from_hf(json.loads(f.read_text()))
+
+
+def tensor_map(cfg: LlamaConfig, head: str = "lm") -> dict[str, tuple[tuple[str, ...], Callable, Callable]]:
+    """HF name -> (flax path, hf->flax fn, flax->hf fn)."""
+    d, h, kv, hd = cfg.hidden_size, cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
+    same = (lambda w: w, lambda w: w)
+    linear = (lambda w: w.T, lambda w: w.T)
+
+    def heads(n):  # [n*hd, d] <-> [d, n, hd]
+        return (lambda w: w.T.reshape(d, n, hd), lambda w: w.reshape(d, n * hd).T)
+
+    out_proj = (lambda w: w.T.reshape(h, hd, d), lambda w: w.reshape(h * hd, d).T)
+    table = {"model.embed_tokens.weight": (("model", "embed_tokens", "embedding"), *same),
+             "model.norm.weight": (("model", "norm", "scale"), *same)}
+    for i in range(cfg.num_layers):
+        hf, fx = f"model.layers.{i}.", ("model", f"layers_{i}")
+        table.update({
+            hf + "self_attn.q_proj.weight": (fx + ("self_attn", "q_proj", "kernel"), *heads(h)),
+            hf + "self_attn.k_proj.weight": (fx + ("self_attn", "k_proj", "kernel"), *heads(kv)),
+            hf + "self_attn.v_proj.weight": (fx + ("self_attn", "v_proj", "kernel"), *heads(kv)),
+            hf + "self_attn.o_proj.weight": (fx + ("self_attn", "o_proj", "kernel"), *out_proj),
+            hf + "mlp.gate_proj.weight": (fx + ("mlp", "gate_proj", "kernel"), *linear),
+            hf + "mlp.up_proj.weight": (fx + ("mlp", "up_proj", "kernel"), *linear),
+            hf + "mlp.down_proj.weight": (fx + ("mlp", "down_proj", "kernel"), *linear),
+            hf + "input_layernorm.weight": (fx + ("input_layernorm", "scale"), *same),
+            hf + "post_attention_layernorm.weight": (fx + ("post_attention_layernorm", "scale"), *same),
+        })
+    if head == "lm" and not cfg.tie_word_embeddings:
+        table["lm_head.weight"] = (("lm_head", "kernel"), *linear)
+    if head == "scalar":
+        table["score_head.weight"] = (("score_head", "kernel"), *linear)
+    return table
+
+
+def expected_shapes(cfg: LlamaConfig, head: str = "lm") -> dict[str, tuple[int, ...]]:
+    """HF tensor shapes implied by the config (to name mismatches before converting anything)."""
+    d, h, kv, hd, f, v = (cfg.hidden_size, cfg.num_heads, cfg.kv_heads, cfg.dim_per_head, cfg.intermediate_size,
+                          cfg.vocab_size)
+    shapes = {}
+    for name in tensor_map(cfg, head):
+        if name.endswith(("q_proj.weight",)):
+            shapes[name] = (h * hd, d)
+        elif name.endswith(("k_proj.weight", "v_proj.weight")):
+            shapes[name] = (kv * hd, d)
+        elif name.endswith("o_proj.weight"):
+            shapes[name] = (d, h * hd)
+        elif name.endswith(("gate_proj.weight", "up_proj.weight")):
+            shapes[name] = (f, d)
+        elif name.endswith("down_proj.weight"):
+            shapes[name] = (d, f)
+        elif name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+            shapes[name] = (d,)
+        elif name in ("model.embed_tokens.weight", "lm_head.weight"):
+            shapes[name] = (v, d)
+        elif name == "score_head.weight":
+            shapes[name] = (1, d)
+    return shapes
+
+
+def _weight_files(path: Path) -> tuple[str, list[Path]]:
+    for fmt, single, index in (("safetensors", "model.safetensors", "model.safetensors.index.json"),
+                               ("bin", "pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (path / index).is_file():
+            shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
+            missing = [s for s in shards if not (path / s).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{path / index} lists shard(s) {missing} that are not in {path}")
+            return fmt, [path / s for s in shards]
+        if (path / single).is_file():
+            return fmt, [path / single]
+    raise FileNotFoundError(f"no weights in {path}: looked for model.safetensors(.index.json) and "
+                            f"pytorch_model.bin(.index.json)")
+
+
+def iter_hf_tensors(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, numpy array) one tensor at a time; bf16 arrives as ml_dtypes.bfloat16."""
+    path = Path(path)
+    fmt, files = _weight_files(path)
+    for f in files:
+        if fmt == "safetensors":
+            from safetensors import safe_open
+            with safe_open(str(f), framework="flax") as sf:
+                for name in sf.keys():
+                    yield name, np.asarray(sf.get_tensor(name))
+        else:
+            try:
+                import torch
+            except ImportError as e:
+                raise ImportError(f"{f} is a PyTorch .bin checkpoint; reading it needs torch installed "
+                                  f"(or convert it to safetensors)") from e
+            state = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
+            for name in list(state):
+                t = state.pop(name)
+                yield name, (t.float().numpy().astype("bfloat16") if t.dtype == torch.bfloat16 else t.numpy())
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def load_hf_checkpoint(path: str | Path, cfg: Optional[LlamaConfig] = None, head: str = "lm", shardings=None,
+                       dtype: Optional[str] = None) -> tuple[LlamaConfig, dict]:
+    """(config, params). `head="scalar"` reads an LM checkpoint's trunk (the score head is then
+    absent; see checkpoints.load.with_score_head) or an exported reward model with its head."""
+    path = Path(path)
+    file_cfg = load_hf_config(path)
+    cfg = cfg or file_cfg
+    if cfg.vocab_size != file_cfg.vocab_size:
+        raise ValueError(f"{path}: checkpoint vocab_size {file_cfg.vocab_size} != model vocab_size {cfg.vocab_size}")
+    table, shapes = tensor_map(cfg, head), expected_shapes(cfg, head)
+    params, seen = {}, set()
+    for name, array in iter_hf_tensors(path):
+        if name.endswith(IGNORED_SUFFIXES):
+            continue
+        if name not in table:
+            if head == "scalar" and name == "lm_head.weight":
+                continue  # an LM checkpoint read as a reward-model trunk
+            raise ValueError(f"{path}: unexpected tensor {name!r} (shape {array.shape}); the config describes "
+                             f"{len(table)} tensors - is this a LLaMA-family checkpoint matching config.json?")
+        if tuple(array.shape) != shapes[name]:
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(array.shape)} but the config expects "
+                             f"{shapes[name]}")
+        flax_path, to_flax, _ = table[name]
+        value = to_flax(array)
+        if dtype is not None:
+            value = value.astype(dtype)
+        if shardings is not None:
+            value = jax.device_put(value, _get(shardings, flax_path))
+        _set(params, flax_path, value)
+        seen.add(name)
+    missing = [n for n in table if n not in seen and not (head == "scalar" and n == "score_head.weight")]
+    if missing:
+        raise ValueError(f"{path}: missing tensor(s) {missing[:5]}{' ...' if len(missing) > 5 else ''} "
+                         f"({len(missing)} of {len(table)})")
+    return cfg, params
+
+
+def _host_array(x) -> np.ndarray:
+    """The full value of one (possibly multi-host sharded) array on this host."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def save_hf_checkpoint(params: dict, cfg: LlamaConfig, path: str | Path, max_shard_bytes: int = 5 * 2**30,
+                       dtype: Optional[str] = None) -> Path:
+    """config.json + safetensors (sharded with an index past max_shard_bytes), written into a temp
+    directory beside `path` and renamed into place, so a crash never leaves half an export."""
+    from safetensors.numpy import save_file
+    path = Path(path)
+    head = "scalar" if "score_head" in params else "lm"
+    table = tensor_map(cfg, head)
+    if jax.process_index() != 0:
+        for flax_path, _, _ in table.values():  # every host takes part in gathering sharded arrays
+            _host_array(_get(params, flax_path))
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
+    try:
+        shards: list[dict[str, np.ndarray]] = [{}]
+        size = 0
+        for name, (flax_path, _, to_hf) in table.items():
+            array = np.ascontiguousarray(to_hf(_host_array(_get(params, flax_path))))
+            if dtype is not None:
+                array = array.astype(dtype)
+            if size and size + array.nbytes > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][name] = array
+            size += array.nbytes
+        if len(shards) == 1:
+            save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, 1):
+                fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(tmp / fname), metadata={"format": "pt"})
+                weight_map.update({n: fname for n in shard})
+            total = sum(a.nbytes for s in shards for a in s.values())
+            (tmp / "model.safetensors.index.json").write_text(
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        (tmp / "config.json").write_text(json.dumps(cfg.to_hf(), indent=2))
+        if path.exists():
+            old = path.with_name(path.name + ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
