@@ -4,9 +4,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from almost_jax.learners.reward import comparison_rows, encode_for_rm, make_reward_loss, pairwise_loss
+from almost_jax.data.rm_data import comparison_rows, encode_for_rm
+from almost_jax.learners.reward import make_reward_loss, pairwise_loss
 
 
 def test_pairwise_loss_hand_computed():

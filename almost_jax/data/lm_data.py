@@ -6,10 +6,32 @@ same rows. No iterator state needs checkpointing beyond the step.
 """
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import jax
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def read_text_corpus(path: str | Path, on_error: str = "raise") -> list[str]:
+    """The "text" of every line of a JSONL corpus; a bad line is reported with its line number."""
+    docs = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                docs.append(json.loads(line)["text"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                msg = f"{path}:{lineno}: not a JSON object with a 'text' field ({e})"
+                if on_error == "raise":
+                    raise ValueError(msg) from e
+                log.warning("skipping %s", msg)
+    return docs
 
 
 def pack_documents(docs: Iterable[Sequence[int]], seq_len: int, eos_id: int, bos_id: int | None = None) -> np.ndarray:

@@ -8,16 +8,14 @@ events, manifest.json.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import jax
-import numpy as np
 from ml_collections import ConfigDict
 
 from almost_jax.config_lib import llama_config
-from almost_jax.data.lm_data import lm_rows, pack_documents
+from almost_jax.data.lm_data import lm_rows, pack_documents, read_text_corpus
 from almost_jax.data.tokenizer import check_vocab, load_tokenizer
 from almost_jax.jobs.common import run_job, write_manifest
 from almost_jax.learners.lm import make_lm_loss
@@ -25,22 +23,6 @@ from almost_jax.models.llama import CausalLM, init_params
 from almost_jax.train.runner import fit
 
 log = logging.getLogger(__name__)
-
-
-def read_text_corpus(path: str | Path, on_error: str = "raise") -> list[str]:
-    docs = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                docs.append(json.loads(line)["text"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                msg = f"{path}:{lineno}: not a JSON object with a 'text' field ({e})"
-                if on_error == "raise":
-                    raise ValueError(msg) from e
-                log.warning("skipping %s", msg)
-    return docs
 
 
 def run(cfg: ConfigDict) -> Path:

@@ -2,7 +2,7 @@
 from ml_collections import ConfigDict
 
 from almost_jax.config_lib import distributed_block, mesh_block, model_block, optimizer_block, train_block
-from almost_jax.learners.reward import DEFAULT_TEMPLATE
+from almost_jax.data.rm_data import DEFAULT_TEMPLATE
 
 
 def reward_config(preset: str = "mini-l", **train_overrides) -> ConfigDict:

@@ -63,22 +63,33 @@ def run(cfg: ConfigDict) -> dict:
     model_cfg = llama_config(cfg.model)
     tok = load_tokenizer(cfg.data.tokenizer)
     check_vocab(tok, model_cfg.vocab_size, int(cfg.data.get("allow_vocab_padding", 0)))
-    examples = load_examples(cfg.data.train, tok, cfg.data.format, cfg.data.mode, cfg.data.on_error)
+    pipeline = cfg.data.get("pipeline", "numpy")
+    if pipeline == "seqio":  # same examples through a registered seqio task, packed by seqio
+        from almost_jax.data import seqio_tasks  # lazy: tensorflow must load after transformers/torch
+        task = seqio_tasks.register_task(cfg.data.format, cfg.data.train, cfg.data.tokenizer, mode=cfg.data.mode,
+                                         on_error=cfg.data.on_error)
+        examples = [(ex["input_ids"], ex["loss_mask"]) for ex in seqio_tasks.task_examples(task)]
+        make_rows = seqio_tasks.pack_rows
+    elif pipeline == "numpy":
+        examples = load_examples(cfg.data.train, tok, cfg.data.format, cfg.data.mode, cfg.data.on_error)
+        make_rows = to_rows
+    else:
+        raise ValueError(f"data.pipeline must be numpy or seqio, got {pipeline!r}")
     rng = np.random.default_rng(int(cfg.train.seed))
     order = rng.permutation(len(examples))
     n_eval = int(len(examples) * float(cfg.data.eval_fraction))
     train_ex = [examples[i] for i in order[n_eval:]]
     eval_ex = [examples[i] for i in order[:n_eval]]
     seq_len = int(cfg.train.seq_len)
-    rows = to_rows(train_ex, seq_len, tok.pad_id, pack=bool(cfg.data.pack))
+    rows = make_rows(train_ex, seq_len, tok.pad_id, pack=bool(cfg.data.pack))
     if int(cfg.train.steps) <= 0:
         with cfg.unlocked():
             cfg.train.steps = max(1, math.ceil(float(cfg.train.epochs) * len(rows["input_ids"]) / int(cfg.train.batch_size)))
-    log.info("sft: %d examples -> %d rows (packing=%s), %d held out, %d steps", len(train_ex),
-             len(rows["input_ids"]), cfg.data.pack, n_eval, cfg.train.steps)
+    log.info("sft: %d examples -> %d rows (packing=%s, pipeline=%s), %d held out, %d steps", len(train_ex),
+             len(rows["input_ids"]), cfg.data.pack, pipeline, n_eval, cfg.train.steps)
     model = CausalLM(model_cfg)
     init = load_model_params(cfg.init_from, model_cfg)
-    evaluate = eval_loss_fn(model, to_rows(eval_ex, seq_len, tok.pad_id, pack=False), int(cfg.eval_batch_size)) if eval_ex else None
+    evaluate = eval_loss_fn(model, make_rows(eval_ex, seq_len, tok.pad_id, pack=False), int(cfg.eval_batch_size)) if eval_ex else None
     params, metrics = fit(cfg, model_cfg, make_lm_loss(model), rows, workdir, init, eval_fn=evaluate, desc="sft")
     if cfg.export_hf:
         from almost_jax.checkpoints.hf import save_hf_checkpoint

@@ -10,7 +10,6 @@ training queries) are scored every `train.eval_every` steps. Writes params/, rew
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from pathlib import Path
@@ -21,10 +20,11 @@ from ml_collections import ConfigDict
 
 from almost_jax.checkpoints.load import load_model_params, with_score_head
 from almost_jax.config_lib import llama_config
-from almost_jax.data.schemas import ComparisonRecord, load_jsonl
+from almost_jax.data.schemas import ComparisonRecord, load_jsonl, write_json_atomic
 from almost_jax.data.tokenizer import check_vocab, load_tokenizer
 from almost_jax.jobs.common import run_job, write_manifest
-from almost_jax.learners.reward import RewardScorer, comparison_rows, make_reward_loss
+from almost_jax.data.rm_data import comparison_rows
+from almost_jax.learners.reward import RewardScorer, make_reward_loss
 from almost_jax.models.llama import ScalarHeadModel
 from almost_jax.train.runner import fit
 
@@ -86,7 +86,7 @@ def run(cfg: ConfigDict) -> dict:
                               scorer(params).score([r.prompt for r in ref], [r.rejected for r in ref])])
     stats = {"mean": float(rewards.mean()), "std": float(rewards.std()), "n": int(rewards.size)}
     if jax.process_index() == 0:
-        (workdir / "reward_stats.json").write_text(json.dumps(stats))
+        write_json_atomic(workdir / "reward_stats.json", stats)
     summary = {"train_pairs": n_pairs, "heldout_pairs": len(heldout), "steps": int(cfg.train.steps),
                "final_loss": metrics.get("loss"), "heldout_accuracy": metrics.get("eval_accuracy"),
                "reward_mean": stats["mean"], "reward_std": stats["std"]}

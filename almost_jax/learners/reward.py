@@ -13,7 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DEFAULT_TEMPLATE = "{prompt}\n\nAssistant: {response}"
+from almost_jax.data.rm_data import DEFAULT_TEMPLATE, encode_for_rm, pad_right
+from almost_jax.models.llama import abstract_or_init
+from almost_jax.parallel import DEFAULT_RULES, batch_sharding, logical_shardings, mesh_context
+from almost_jax.parallel.shard import to_global, to_host
 
 
 def pairwise_loss(r_chosen: jax.Array, r_rejected: jax.Array):
@@ -24,34 +27,6 @@ def pairwise_loss(r_chosen: jax.Array, r_rejected: jax.Array):
     metrics = {"accuracy": jnp.mean((margin > 0).astype(jnp.float32)), "margin": jnp.mean(margin),
                "reward_mean": jnp.mean(both), "reward_std": jnp.std(both)}
     return loss, metrics
-
-
-def encode_for_rm(tokenizer, prompt: str, response: str, max_len: int, template: str = DEFAULT_TEMPLATE) -> list[int]:
-    ids = tokenizer.encode(template.format(prompt=prompt, response=response)) + [tokenizer.eos_id]
-    return ids[-max_len:]
-
-
-def pad_right(seqs: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.full((len(seqs), length), pad_id, np.int32)
-    mask = np.zeros((len(seqs), length), np.int32)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = s
-        mask[i, :len(s)] = 1
-    return ids, mask
-
-
-def comparison_rows(tokenizer, comparisons, max_len: int, template: str = DEFAULT_TEMPLATE) -> dict[str, np.ndarray]:
-    """Arrays for RowBatches from records with .prompt/.chosen/.rejected; identical pairs dropped."""
-    chosen, rejected = [], []
-    for c in comparisons:
-        if c.chosen == c.rejected:
-            continue
-        chosen.append(encode_for_rm(tokenizer, c.prompt, c.chosen, max_len, template))
-        rejected.append(encode_for_rm(tokenizer, c.prompt, c.rejected, max_len, template))
-    length = max(max(map(len, chosen)), max(map(len, rejected)))
-    c_ids, c_mask = pad_right(chosen, length, tokenizer.pad_id)
-    r_ids, r_mask = pad_right(rejected, length, tokenizer.pad_id)
-    return {"chosen_ids": c_ids, "chosen_mask": c_mask, "rejected_ids": r_ids, "rejected_mask": r_mask}
 
 
 def score_pairs(model, params, batch):
@@ -72,13 +47,32 @@ def make_reward_loss(model):
 
 class RewardScorer:
     """Scores (prompt, response) pairs with a reward model, in fixed-size padded batches so a
-    long stream of texts compiles a handful of programs (one per length bucket)."""
+    long stream of texts compiles a handful of programs (one per length bucket).
+
+    With a `mesh`, params are sharded by the logical rules and batches split over data x fsdp
+    (batch size rounded up to a multiple of that width), on one host or a pod (see Sampler)."""
 
     def __init__(self, model, params, tokenizer, max_len: int, batch_size: int = 32,
-                 template: str = DEFAULT_TEMPLATE, bucket: int = 32):
-        self.params, self.tok, self.max_len = params, tokenizer, max_len
-        self.batch_size, self.template, self.bucket = batch_size, template, bucket
-        self._score = jax.jit(lambda p, ids, mask: model.apply({"params": p}, ids, mask))
+                 template: str = DEFAULT_TEMPLATE, bucket: int = 32, mesh=None, rules=None):
+        self.tok, self.max_len, self.template, self.bucket = tokenizer, max_len, template, bucket
+        self.mesh, self.rules = mesh, rules or DEFAULT_RULES
+        fn = lambda p, ids, mask: model.apply({"params": p}, ids, mask)  # noqa: E731
+        if mesh is None:
+            self._score, self._batch_sh = jax.jit(fn), None
+        else:
+            shardings = logical_shardings(abstract_or_init(model.cfg, jax.random.key(0), "scalar"), mesh, self.rules)
+            params = jax.device_put(params, shardings)
+            self._batch_sh = batch_sharding(mesh)
+            width = mesh.shape["data"] * mesh.shape["fsdp"]
+            batch_size = -(-batch_size // width) * width
+            self._score = jax.jit(fn, in_shardings=(shardings, self._batch_sh, self._batch_sh))
+        self.params, self.batch_size = params, batch_size
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.mesh is None:
+            return np.asarray(self._score(self.params, ids, mask))
+        with mesh_context(self.mesh, self.rules):
+            return to_host(self._score(self.params, to_global(ids, self._batch_sh), to_global(mask, self._batch_sh)))
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         seqs = [encode_for_rm(self.tok, p, r, self.max_len, self.template) for p, r in zip(prompts, responses)]
@@ -88,7 +82,7 @@ class RewardScorer:
             length = min(self.max_len, -(-max(map(len, chunk)) // self.bucket) * self.bucket)
             ids, mask = pad_right(chunk + [[self.tok.eos_id]] * (self.batch_size - len(chunk)), length,
                                   self.tok.pad_id)
-            out[start:start + len(chunk)] = np.asarray(self._score(self.params, ids, mask))[:len(chunk)]
+            out[start:start + len(chunk)] = self._run(ids, mask)[:len(chunk)]
         return out
 
     def accuracy(self, prompts, chosen, rejected) -> tuple[float, np.ndarray, np.ndarray]:
