@@ -1,0 +1,144 @@
+"""Talk to any checkpoint: one prompt, or an interactive loop.
+
+    python -m almost_jax.jobs.chat --config=configs/mini/chat.py --prompt="What is 2 + 3?"
+    python -m almost_jax.jobs.chat --config=configs/mini/chat.py \
+        --config.params=/ckpt/llama-2-7b-hf --config.model.hf_path=/ckpt/llama-2-7b-hf   # then type
+
+Without --prompt, each stdin line is a user turn; the dialogue so far is kept in the chat format
+(`data.chat`) and dropped from the oldest exchange on when the prompt would not fit the model's
+context. `/reset` clears the history, `/quit` (or end of input) exits. A few-shot `template`
+(a prompt file, `n_shots` dialogues) prompts a vanilla model the way the data jobs do.
+Replies come from the ordinary `Sampler` (greedy when sampling.temperature is 0).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional, TextIO
+
+from absl import flags
+from ml_collections import ConfigDict
+
+from almost_jax.checkpoints.load import is_hf_dir
+from almost_jax.data import chat
+from almost_jax.data.templates import PromptTemplate, load_prompt_file, prompt_path
+from almost_jax.jobs.common import run_job
+from almost_jax.synthetic.generation import build_sampler
+
+log = logging.getLogger(__name__)
+
+
+def policy_setup(cfg: ConfigDict) -> ConfigDict:
+    """A copy of the job config for `build_sampler`: when `params` is a Hugging Face checkpoint
+    dir it also supplies the architecture (if `model.hf_path` is empty) and the tokenizer (if
+    `tokenizer` is empty), so one flag points at a downloaded model."""
+    setup = ConfigDict(copy.deepcopy(cfg.to_dict()))
+    if is_hf_dir(setup.params):
+        if not setup.model.hf_path:
+            setup.model.hf_path = setup.params
+        if not setup.tokenizer:
+            setup.tokenizer = setup.params
+    if not setup.tokenizer:
+        raise ValueError("set --config.tokenizer (a tokenizer.model / tokenizer.json, or a dir holding one)")
+    return setup
+
+
+def build_prompt(history: list[tuple[str, str]], query: str, template: Optional[PromptTemplate] = None,
+                 n_shots: int = 0) -> str:
+    """The dialogue so far + the new query, ending with "\\n\\nAssistant:" (after `n_shots`
+    demonstration dialogues of `template` when given)."""
+    if template is None or n_shots == 0:
+        return chat.prompt_for_reply(history, query)
+    return template.render_dialogue(n_shots, list(history) + [(chat.HUMAN, query)], chat.ASSISTANT)
+
+
+class ChatSession:
+    """The history of one conversation and how each turn's prompt is built.
+
+    generate: prompt -> raw continuation; count_tokens: prompt -> its length in tokens;
+    max_tokens: the longest prompt the model can take (older exchanges are dropped to fit).
+    """
+
+    def __init__(self, generate: Callable[[str], str], count_tokens: Callable[[str], int], max_tokens: int,
+                 template: Optional[PromptTemplate] = None, n_shots: int = 0):
+        self.generate, self.count_tokens, self.max_tokens = generate, count_tokens, max_tokens
+        self.template, self.n_shots = template, n_shots
+        self.history: list[tuple[str, str]] = []
+
+    def prompt(self, query: str) -> tuple[str, int]:
+        """(prompt, how many earlier turns it keeps): whole exchanges are dropped from the left
+        while the prompt is too long; a query too long on its own is left to the sampler, which
+        keeps the prompt's last tokens."""
+        kept = self.history
+        while True:
+            prompt = build_prompt(kept, query, self.template, self.n_shots)
+            if not kept or self.count_tokens(prompt) <= self.max_tokens:
+                return prompt, len(kept)
+            kept = kept[2:]
+
+    def reply(self, query: str) -> str:
+        prompt, kept = self.prompt(query)
+        log.info("prompt: %d tokens, %d earlier turns", self.count_tokens(prompt), kept)
+        text = chat.extract_reply(self.generate(prompt))
+        self.history += [(chat.HUMAN, query), (chat.ASSISTANT, text)]
+        return text
+
+    def reset(self) -> None:
+        self.history = []
+
+
+def chat_loop(session: ChatSession, stdin: TextIO, stdout: TextIO, interactive: bool = False) -> int:
+    """Read user lines until /quit or end of input; returns the number of replies."""
+    replies = 0
+    while True:
+        if interactive:
+            stdout.write("Human: ")
+            stdout.flush()
+        line = stdin.readline()
+        if not line:
+            break
+        query = line.strip()
+        if not query:
+            continue
+        if query == "/quit":
+            break
+        if query == "/reset":
+            session.reset()
+            stdout.write("(history cleared)\n")
+        else:
+            stdout.write(f"Assistant: {session.reply(query)}\n")
+            replies += 1
+        stdout.flush()
+    return replies
+
+
+def make_session(cfg: ConfigDict) -> ChatSession:
+    sampler = build_sampler(policy_setup(cfg))
+    template = None
+    if cfg.template and int(cfg.n_shots) > 0:
+        template = load_prompt_file(cfg.template if Path(cfg.template).is_file() else prompt_path(cfg.template))
+    seed = [int(cfg.seed)]
+
+    def generate(prompt: str) -> str:
+        seed[0] += 1
+        return list(sampler.generate([prompt], seed=seed[0], progress=False))[0].text
+
+    def count_tokens(prompt: str) -> int:
+        return len(sampler.tok.encode(prompt, add_bos=sampler.add_bos))
+
+    return ChatSession(generate, count_tokens, sampler.max_prompt_len, template, int(cfg.n_shots))
+
+
+def run(cfg: ConfigDict, prompt: Optional[str] = None) -> None:
+    session = make_session(cfg)
+    if prompt is not None:
+        print(session.reply(prompt), flush=True)
+        return
+    chat_loop(session, sys.stdin, sys.stdout, interactive=sys.stdin.isatty())
+
+
+if __name__ == "__main__":
+    run_job(run, extra_flags=lambda: {
+        "prompt": flags.DEFINE_string("prompt", None, "reply to this one prompt and exit (default: read stdin)")})

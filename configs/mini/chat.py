@@ -1,0 +1,19 @@
+"""Chat with a checkpoint (default: the mini world's PPO policy). Greedy by default; for sampled
+replies set --config.sampling.temperature=0.7 --config.sampling.top_p=0.9."""
+from ml_collections import ConfigDict
+
+from almost_jax.config_lib import model_block
+
+
+def get_config():
+    return ConfigDict(dict(
+        # params: an almost_jax params dir or a Hugging Face checkpoint dir (which then also gives the
+        # architecture and tokenizer unless model.hf_path / tokenizer are set).
+        model=model_block(preset="mini-s"), params="work_dir/mini/ppo/params",
+        tokenizer="work_dir/mini/world/tokenizer.model", allow_vocab_padding=0,
+        batch_size=1, bucket=64, seed=0,
+        # A few-shot prompt file (almost_jax/data/prompts or a path) for a vanilla model; 0 shots = plain chat.
+        template="", n_shots=0,
+        sampling=ConfigDict(dict(temperature=0.0, top_p=1.0, max_new_tokens=128,
+                                 stop_strings=("\n\nHuman:", "\n\n-----"))),
+    ))

@@ -1,0 +1,116 @@
+"""The chat command: prompts carry the dialogue history (and drop its oldest exchanges to fit),
+/reset and /quit, few-shot templates, and the job end to end in one-prompt and stdin-loop mode."""
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from almost_jax.data import chat
+from almost_jax.data.templates import load_prompt_file, prompt_path
+from almost_jax.jobs.chat import ChatSession, build_prompt, chat_loop
+from tests.test_policy_eval import TOKENIZER_VOCAB, build_tiny_world
+
+REPO = Path(__file__).resolve().parents[1]
+H, A = chat.HUMAN, chat.ASSISTANT
+
+
+class Recorder:
+    """A fake model: answers "r<k>" (plus junk after a new turn label) and records its prompts."""
+
+    def __init__(self):
+        self.prompts = []
+
+    def __call__(self, prompt):
+        self.prompts.append(prompt)
+        return f" r{len(self.prompts)}\n\nHuman: made-up next question"
+
+
+def test_history_is_in_the_next_prompt_and_reset_clears_it():
+    gen = Recorder()
+    s = ChatSession(gen, len, max_tokens=10_000)
+    assert s.reply("q1") == "r1"
+    assert s.reply("q2") == "r2"
+    assert gen.prompts[0] == "\n\nHuman: q1\n\nAssistant:"
+    assert gen.prompts[1] == "\n\nHuman: q1\n\nAssistant: r1\n\nHuman: q2\n\nAssistant:"
+    assert s.history == [(H, "q1"), (A, "r1"), (H, "q2"), (A, "r2")]
+    s.reset()
+    s.reply("q3")
+    assert gen.prompts[2] == chat.prompt_for_reply([], "q3")
+
+
+def test_oldest_exchanges_are_dropped_to_fit():
+    gen = Recorder()
+    s = ChatSession(gen, len, max_tokens=10_000)
+    for q in ("first question", "second question", "third question"):
+        s.reply(q)
+    last_two = [(H, "second question"), (A, "r2"), (H, "third question"), (A, "r3")]
+    s.max_tokens = len(chat.prompt_for_reply(last_two, "fourth"))
+    assert s.prompt("fourth") == (chat.prompt_for_reply(last_two, "fourth"), 4)
+    s.max_tokens -= 1
+    assert s.prompt("fourth") == (chat.prompt_for_reply(last_two[2:], "fourth"), 2)
+    s.max_tokens = 5  # nothing fits: the query alone goes to the sampler, which keeps its last tokens
+    assert s.prompt("fourth") == (chat.prompt_for_reply([], "fourth"), 0)
+    assert len(s.history) == 6  # fitting a prompt never forgets the history itself
+
+
+def test_few_shot_template_prompt():
+    tmpl = load_prompt_file(prompt_path("mini_plain.txt"))
+    history = [(H, "q1"), (A, "r1")]
+    p = build_prompt(history, "q2", tmpl, 2)
+    assert p == tmpl.head(2) + "\n\nHuman: q1\n\nAssistant: r1\n\nHuman: q2\n\nAssistant:"
+    assert build_prompt(history, "q2", tmpl, 0) == chat.prompt_for_reply(history, "q2")
+
+
+def test_loop_commands():
+    gen = Recorder()
+    out = io.StringIO()
+    n = chat_loop(ChatSession(gen, len, 10_000), io.StringIO("q1\n\n  \nq2\n/reset\nq3\n/quit\nq4\n"), out)
+    assert n == 3
+    assert out.getvalue() == "Assistant: r1\nAssistant: r2\n(history cleared)\nAssistant: r3\n"
+    assert gen.prompts[1].startswith("\n\nHuman: q1\n\nAssistant: r1")
+    assert gen.prompts[2] == chat.prompt_for_reply([], "q3")
+    assert chat_loop(ChatSession(gen, len, 10_000), io.StringIO("q5"), io.StringIO()) == 1  # EOF ends it
+
+
+# ---------------------------------------------------------------- the job, end to end
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_tiny_world(tmp_path_factory.mktemp("chat_world"))
+
+
+def _run_chat(world, stdin: str, *extra):
+    cmd = [sys.executable, "-m", "almost_jax.jobs.chat", f"--config={REPO}/configs/mini/chat.py",
+           "--config.model.preset=tiny", f"--config.params={world['params']}",
+           f"--config.tokenizer={world['tokenizer']}", f"--config.allow_vocab_padding={256 - TOKENIZER_VOCAB}",
+           "--config.sampling.max_new_tokens=8", *extra]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, [(int(a), int(b)) for a, b in re.findall(r"prompt: (\d+) tokens, (\d+) earlier turns",
+                                                                  proc.stderr)]
+
+
+def _n_tokens(world, prompt):
+    from almost_jax.data.tokenizer import load_tokenizer
+    return len(load_tokenizer(world["tokenizer"]).encode(prompt, add_bos=True))
+
+
+def test_chat_job_one_prompt(world):
+    out, logged = _run_chat(world, "", "--prompt=hello there")
+    assert logged == [(_n_tokens(world, chat.prompt_for_reply([], "hello there")), 0)]
+    assert out.endswith("\n") and not out.startswith("Assistant:")
+
+
+def test_chat_job_loop_keeps_history_until_reset(world):
+    out, logged = _run_chat(world, "hello there\nhelp me please\n/reset\nthe answer\n/quit\nnever answered\n")
+    replies = re.findall(r"Assistant: (.*?)\n(?=Assistant: |\(history cleared\)\n|$)", out, re.S)
+    assert len(replies) == 3 and out.count("(history cleared)\n") == 1, out
+    second = chat.prompt_for_reply([(H, "hello there"), (A, replies[0])], "help me please")
+    assert logged == [(_n_tokens(world, chat.prompt_for_reply([], "hello there")), 0),
+                      (_n_tokens(world, second), 2),
+                      (_n_tokens(world, chat.prompt_for_reply([], "the answer")), 0)]
