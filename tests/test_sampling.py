@@ -200,3 +200,52 @@ for shape in [(8, 1, 1), (2, 2, 2)]:
 def test_sharded_greedy_equals_unsharded():
     out = run_with_devices(8, SHARDED)
     assert "OK (8, 1, 1)" in out and "OK (2, 2, 2)" in out
+
+
+def test_padded_vocab_rows_are_never_sampled(tiny):
+    """A model whose embedding is larger than its tokenizer never emits undecodable ids."""
+    cfg, model, params = tiny
+    ids, mask = left_padded_batch(cfg.vocab_size, [6, 3, 5, 6], seed=3)
+    fn = make_generate_fn(model, SamplingConfig(temperature=2.0, max_new_tokens=24), 10**6, 0, valid_vocab=40)
+    out = np.asarray(fn(params, ids, mask, jax.random.key(0))["tokens"])
+    assert out.max() < 40
+    free = np.asarray(make_generate_fn(model, SamplingConfig(temperature=2.0, max_new_tokens=24), 10**6, 0)(
+        params, ids, mask, jax.random.key(0))["tokens"])
+    assert free.max() >= 40  # without the limit, T=2 sampling does reach the padded rows
+
+
+ON_MESH = """
+import numpy as np, jax
+from almost_jax.data.tokenizer import Tokenizer
+from almost_jax.learners.reward import RewardScorer
+from almost_jax.models.config import get_config
+from almost_jax.models.llama import CausalLM, ScalarHeadModel, init_params
+from almost_jax.parallel import MeshConfig, make_mesh
+from almost_jax.sampling import Sampler, SamplingConfig
+
+class Chars(Tokenizer):  # ids 3.. are characters; 0 pad, 1 bos, 2 eos
+    vocab_size, bos_id, eos_id, pad_id = 256, 1, 2, 0
+    def _encode(self, text): return [3 + (ord(c) % 250) for c in text]
+    def decode(self, ids): return "".join(chr(i - 3 + 32) for i in ids if i >= 3)
+
+cfg = get_config("tiny-gqa")
+lm, rm = init_params(cfg, jax.random.key(0)), init_params(cfg, jax.random.key(1), "scalar")
+prompts = ["hello there", "a", "the quick brown fox", "xyz", "mesh", "", "pod of eight", "q"]
+sc = SamplingConfig(temperature=0.0, max_new_tokens=8, n=2)
+ref = [c.text for c in Sampler(CausalLM(cfg), lm, Chars(), sc, batch_size=4).generate(prompts, progress=False)]
+ref_scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), 32, 4).score(prompts, prompts[::-1])
+for shape in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:
+    mesh = make_mesh(MeshConfig(*shape))
+    s = Sampler(CausalLM(cfg), lm, Chars(), sc, batch_size=4, mesh=mesh)
+    assert s.batch_size % (shape[0] * shape[1]) == 0
+    out = [c.text for c in s.generate(prompts, progress=False)]
+    assert out == ref, (shape, out, ref)
+    scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), 32, 4, mesh=mesh).score(prompts, prompts[::-1])
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    print("OK", shape)
+"""
+
+
+def test_sampler_and_reward_scorer_on_a_mesh_match_one_device():
+    out = run_with_devices(8, ON_MESH)
+    assert "OK (8, 1, 1)" in out and "OK (2, 2, 2)" in out and "OK (1, 4, 2)" in out

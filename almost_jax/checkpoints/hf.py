@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from almost_jax.models.config import LlamaConfig
+from almost_jax.parallel.shard import to_host
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -178,14 +179,6 @@ def load_hf_checkpoint(path: str | Path, cfg: Optional[LlamaConfig] = None, head
     return cfg, params
 
 
-def _host_array(x) -> np.ndarray:
-    """The full value of one (possibly multi-host sharded) array on this host."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(jax.device_get(x))
-
-
 def save_hf_checkpoint(params: dict, cfg: LlamaConfig, path: str | Path, max_shard_bytes: int = 5 * 2**30,
                        dtype: Optional[str] = None) -> Path:
     """config.json + safetensors (sharded with an index past max_shard_bytes), written into a temp
@@ -196,7 +189,7 @@ def save_hf_checkpoint(params: dict, cfg: LlamaConfig, path: str | Path, max_sha
     table = tensor_map(cfg, head)
     if jax.process_index() != 0:
         for flax_path, _, _ in table.values():  # every host takes part in gathering sharded arrays
-            _host_array(_get(params, flax_path))
+            to_host(_get(params, flax_path))
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
@@ -204,7 +197,7 @@ def save_hf_checkpoint(params: dict, cfg: LlamaConfig, path: str | Path, max_sha
         shards: list[dict[str, np.ndarray]] = [{}]
         size = 0
         for name, (flax_path, _, to_hf) in table.items():
-            array = np.ascontiguousarray(to_hf(_host_array(_get(params, flax_path))))
+            array = np.ascontiguousarray(to_hf(to_host(_get(params, flax_path))))
             if dtype is not None:
                 array = array.astype(dtype)
             if size and size + array.nbytes > max_shard_bytes:

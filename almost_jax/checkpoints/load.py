@@ -24,7 +24,7 @@ def load_model_params(path: str | Path, model_cfg: LlamaConfig, head: str = "lm"
         raise FileNotFoundError(f"model checkpoint not found: {path}")
     if is_hf_dir(path):
         from almost_jax.checkpoints.hf import load_hf_checkpoint
-        _, params = load_hf_checkpoint(path, model_cfg, head="lm", shardings=shardings)
+        _, params = load_hf_checkpoint(path, model_cfg, head=head, shardings=shardings)
         return params
     if shardings is not None:
         from almost_jax.train.state import with_shardings

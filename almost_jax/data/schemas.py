@@ -328,6 +328,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
         raise
 
 
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """A small JSON output (report, statistics) replaced atomically, never half written."""
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=2, default=str)
+
+
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> int:
     """Write all records (dataclasses or dicts) atomically; returns how many."""
     n = 0

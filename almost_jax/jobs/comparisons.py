@@ -18,10 +18,11 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from almost_jax.data.schemas import (ComparisonRecord, JsonlAppender, PromptRecord, Provenance, load_jsonl,
-                                     read_jsonl, write_jsonl_atomic)
+from almost_jax.data.schemas import (ComparisonRecord, PromptRecord, Provenance, load_jsonl, read_jsonl,
+                                     write_json_atomic, write_jsonl_atomic)
 from almost_jax.data.templates import load_prompt_file, prompt_path
 from almost_jax.jobs.common import run_job, write_manifest
+from almost_jax.parallel.hosts import check_same_on_all_hosts, is_primary, primary_appender
 from almost_jax.synthetic.generation import load_generator
 from almost_jax.synthetic.pairs import PairStats, build_pairs, flatten
 from almost_jax.synthetic.rules import ResponseRules, bad_response_reason, parse_response
@@ -40,12 +41,13 @@ def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out:
     """Stream this setup's responses; skip queries already answered by an earlier (killed) run."""
     done = {(r["id"], r.get("query")) for r in read_jsonl(out, None, on_error="skip")} if out.exists() else set()
     todo = [q for q in queries if (q.id, q.prompt) not in done]
+    check_same_on_all_hosts(" ".join(q.id for q in todo), f"unanswered queries in {out}")
     if not todo:
         return
     log.info("setup %s: %d of %d queries to answer", name, len(todo), len(queries))
     generate = load_generator(setup)
     prompts = setup_prompts(setup, todo)
-    with JsonlAppender(out) as sink:
+    with primary_appender(out) as sink:
         for q, raw in zip(todo, generate(prompts, seed=seed, desc=name)):
             response = parse_response(raw, separator=setup.get("separator", "\n\n-----"))
             reason = bad_response_reason(response, rules)
@@ -102,14 +104,16 @@ def run(cfg: ConfigDict) -> dict:
               "bad_responses": sum(bad.values()), "bad_by_rule": dict(bad)}
     for flag, fname in ((True, "comparisons.jsonl"), (False, "comparisons_nofilter.jsonl")):
         records, stats, identical = build_comparisons(queries, responses, rubric, flag)
-        write_jsonl_atomic(out / fname, records)
+        if is_primary():
+            write_jsonl_atomic(out / fname, records)
         key = "with_filter" if flag else "without_filter"
         report[key] = {"pairs": stats.pairs, "queries_lt2_survivors": stats.queries_lt2_survivors,
                        "removed_by_length_filter": stats.skipped_by_length_filter, "skipped_ties": stats.skipped_ties,
                        "dropped_identical": identical, "written": len(records)}
     report["pairs_by_setups"] = dict(Counter(f"{r.provenance.chosen_setup}>{r.provenance.rejected_setup}"
                                              for r in load_jsonl(out / "comparisons.jsonl", ComparisonRecord)))
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    if is_primary():
+        write_json_atomic(out / "report.json", report)
     log.info("comparisons: %s", json.dumps(report))
     summary = {"queries": report["queries"], "responses": report["responses"], "bad": report["bad_responses"],
                "pairs": report["with_filter"]["written"], "pairs_nofilter": report["without_filter"]["written"],

@@ -7,13 +7,11 @@ Prints a table and writes the numbers as JSON to `output`.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from ml_collections import ConfigDict
 
 from almost_jax.checkpoints.load import load_model_params
 from almost_jax.config_lib import llama_config
+from almost_jax.data.schemas import write_json_atomic
 from almost_jax.data.tokenizer import check_vocab, load_tokenizer
 from almost_jax.evaluation.rm_accuracy import evaluate_file, format_table
 from almost_jax.jobs.common import run_job
@@ -33,8 +31,7 @@ def run(cfg: ConfigDict) -> list[dict]:
     results = [evaluate_file(scorer, f, cfg.format, cfg.on_error) for f in cfg.files]
     print(format_table(results))
     if cfg.output:
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.output).write_text(json.dumps(results, indent=2))
+        write_json_atomic(cfg.output, results)
     return results
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from almost_jax.data.schemas import JsonlAppender, PromptRecord, load_jsonl, write_jsonl_atomic
+from almost_jax.data.schemas import PromptRecord, load_jsonl, write_jsonl_atomic
 from almost_jax.data.templates import load_seed_queries, prompt_path
 from almost_jax.jobs.common import run_job, write_manifest
+from almost_jax.parallel.hosts import check_same_on_all_hosts, primary_appender
 from almost_jax.synthetic.rules import QueryRules, bad_query_reason, parse_query
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def self_instruct(cfg: ConfigDict, out: Path) -> dict:
     from almost_jax.synthetic.generation import load_generator
     seeds = load_seed_queries(cfg.seed_file if Path(cfg.seed_file).is_file() else prompt_path(cfg.seed_file))
     mined = [r.prompt for r in load_jsonl(out, PromptRecord, on_error="skip")] if out.exists() else []
+    check_same_on_all_hosts("\n".join(mined), f"mined queries in {out}")
     dedupe = RougeDeduper(float(cfg.rouge_threshold))
     for q in seeds.queries + mined:
         dedupe.kept.append(q)
@@ -57,7 +59,7 @@ def self_instruct(cfg: ConfigDict, out: Path) -> dict:
     generate = load_generator(cfg.generator)
     rejected = {"parse": 0, "rules": 0, "rouge": 0}
     rounds = 0
-    with JsonlAppender(out) as sink:
+    with primary_appender(out) as sink:
         while len(mined) < int(cfg.num_queries) and rounds < int(cfg.max_rounds):
             pool = seeds.queries + mined
             prompts = [seeds.render(rng.sample(pool, min(int(cfg.n_shots), len(pool))))
@@ -107,13 +109,13 @@ def queries_config(source: str = "self_instruct") -> ConfigDict:
     """Defaults from the official code: 10 shots, T=1.2, top-p 0.9, 64 new tokens, ROUGE-L 0.5."""
     return ConfigDict(dict(
         source=source, output="work_dir/queries/queries.jsonl", num_queries=10000, seed=0, id_prefix="q",
-        families=[], seed_file="seed_queries.txt", n_shots=10, rouge_threshold=0.5, batch_prompts=64, max_rounds=1000,
+        families=(), seed_file="seed_queries.txt", n_shots=10, rouge_threshold=0.5, batch_prompts=64, max_rounds=1000,
         rules=ConfigDict(dict(min_chars=30, max_chars=250, long_query_rule="intent")),
         generator=ConfigDict(dict(model=ConfigDict(dict(preset="llama1-30b", hf_path="", dtype="bfloat16",
                                                         param_dtype="bfloat16", remat=False, attention_impl="xla")),
                                   params="", tokenizer="", batch_size=64, bucket=64,
                                   sampling=ConfigDict(dict(temperature=1.2, top_p=0.9, max_new_tokens=64,
-                                                           stop_strings=["\n"])))),
+                                                           stop_strings=("\n",))))),
     ))
 
 

@@ -13,16 +13,12 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from almost_jax.checkpoints.load import load_model_params
-from almost_jax.config_lib import llama_config
 from almost_jax.data import chat
-from almost_jax.data.schemas import DialogueRecord, JsonlAppender, PromptRecord, load_jsonl, read_jsonl
+from almost_jax.data.schemas import DialogueRecord, PromptRecord, load_jsonl, read_jsonl
 from almost_jax.data.templates import load_prompt_file, prompt_path
-from almost_jax.data.tokenizer import load_tokenizer
 from almost_jax.jobs.common import run_job, write_manifest
-from almost_jax.learners.reward import RewardScorer
-from almost_jax.models.llama import ScalarHeadModel
-from almost_jax.synthetic.generation import build_sampler
+from almost_jax.parallel.hosts import check_same_on_all_hosts, primary_appender
+from almost_jax.synthetic.generation import build_reward_scorer, build_sampler
 from almost_jax.synthetic.selfplay import SelfPlayConfig, play
 
 log = logging.getLogger(__name__)
@@ -49,9 +45,7 @@ def make_players(cfg: ConfigDict):
         seed[0] += 1
         return [c.text for c in u_sampler.generate(prompts, seed=seed[0], progress=False)]
 
-    rm_cfg = llama_config(cfg.rm.model)
-    scorer = RewardScorer(ScalarHeadModel(rm_cfg), load_model_params(cfg.rm.params, rm_cfg), load_tokenizer(cfg.rm.tokenizer),
-                          int(cfg.rm.max_len), int(cfg.rm.batch_size))
+    scorer = build_reward_scorer(cfg.rm)
     return sp, assistant, user, scorer.score, (lambda h: a_tmpl.render_dialogue(int(cfg.assistant.n_shots), h, "assistant")), \
         (lambda h: u_tmpl.render_dialogue(int(cfg.user.n_shots), h, "human"))
 
@@ -63,11 +57,12 @@ def run(cfg: ConfigDict) -> dict:
     queries = load_jsonl(cfg.queries, PromptRecord, cfg.on_error)[: int(cfg.max_queries) or None]
     done = {r.id for r in read_jsonl(path, DialogueRecord, on_error="skip")} if path.exists() else set()
     todo = [(q.id, q.prompt) for q in queries if q.id not in done]
+    check_same_on_all_hosts(" ".join(i for i, _ in todo), f"unfinished dialogues in {path}")
     log.info("rmsp: %d dialogues to simulate (%d already done)", len(todo), len(done))
     if todo:
         sp, assistant, user, score, a_prompt, u_prompt = make_players(cfg)
         chunk = int(cfg.chunk_size)
-        with JsonlAppender(path) as sink:
+        with primary_appender(path) as sink:
             for start in range(0, len(todo), chunk):
                 for record in play(todo[start:start + chunk], assistant, user, score, a_prompt, u_prompt, sp):
                     sink.write(record)
@@ -87,17 +82,17 @@ def rmsp_config() -> ConfigDict:
                               attention_impl="xla")),
         params="", tokenizer="", batch_size=32, bucket=64, template="", n_shots=3,
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=384, n=1,
-                                 stop_strings=["\n\nHuman:", "\n\n-----"]))))
+                                 stop_strings=("\n\nHuman:", "\n\n-----")))))
     cfg = ConfigDict(dict(workdir="work_dir/rmsp", queries="", max_queries=0, on_error="raise", seed=0, chunk_size=64,
                           selfplay=ConfigDict(dict(n_candidates=4, max_assistant_turns=3, selection="rm",
-                                                   end_markers=["[END]"])),
+                                                   end_markers=("[END]",))),
                           assistant=setup(), user=setup(),
                           rm=ConfigDict(dict(model=ConfigDict(dict(preset="llama1-7b", hf_path="", dtype="bfloat16",
                                                                    param_dtype="bfloat16", remat=False,
                                                                    attention_impl="xla")),
                                              params="", tokenizer="", max_len=1024, batch_size=32))))
     cfg.assistant.template = "assistant_detailed.txt"
-    cfg.user.sampling.stop_strings = ["\n\nAssistant:", "\n\n-----"]
+    cfg.user.sampling.stop_strings = ("\n\nAssistant:", "\n\n-----")
     cfg.user.sampling.max_new_tokens = 64
     return cfg
 

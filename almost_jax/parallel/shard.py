@@ -67,3 +67,21 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
         return jax.make_array_from_process_local_data(sharding, x, global_shape)
 
     return {k: put(v) for k, v in batch.items()}
+
+
+def to_global(x, sharding: NamedSharding) -> jax.Array:
+    """A host array that every process holds in full -> one global array laid out by `sharding`.
+
+    For inputs that all hosts compute identically (prompt batches, rollouts): on a pod a jitted
+    function refuses plain numpy inputs with multi-host shardings; on one host this is device_put.
+    """
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(x) -> np.ndarray:
+    """The full value of a (possibly multi-host sharded) array, on every host."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))

@@ -12,9 +12,12 @@ from typing import Iterator, Optional, Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from almost_jax.models.llama import CausalLM
+from almost_jax.models.llama import CausalLM, abstract_or_init
+from almost_jax.parallel import DEFAULT_RULES, batch_sharding, logical_shardings, mesh_context
+from almost_jax.parallel.shard import to_global, to_host
 from almost_jax.sampling.engine import FINISH_NAMES, make_generate_fn
 from almost_jax.sampling.processors import SamplingConfig
 
@@ -45,18 +48,33 @@ def left_pad(seqs: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[n
 
 
 class Sampler:
-    """Text in, completions out, for one model and one sampling config."""
+    """Text in, completions out, for one model and one sampling config.
+
+    With a `mesh`, params live sharded by the logical rules (tensor parallel over heads, FSDP
+    over embed) and each batch is split over data x fsdp; every host feeds the same prompts and
+    gets every completion back, so the same code serves one CPU, a GPU host and a TPU pod. The
+    batch size is rounded up to a multiple of the data-parallel width.
+    """
 
     def __init__(self, model: CausalLM, params, tokenizer, cfg: SamplingConfig, batch_size: int = 32,
                  bucket: int = 32, max_prompt_len: Optional[int] = None, add_bos: bool = True,
-                 param_shardings=None, batch_sharding=None):
-        self.model, self.params, self.tok, self.cfg = model, params, tokenizer, cfg
-        self.batch_size, self.bucket, self.add_bos = batch_size, bucket, add_bos
+                 mesh: Optional[Mesh] = None, rules=DEFAULT_RULES):
+        self.model, self.tok, self.cfg = model, tokenizer, cfg
+        self.bucket, self.add_bos = bucket, add_bos
         limit = model.cfg.max_position_embeddings - cfg.max_new_tokens
         self.max_prompt_len = min(max_prompt_len or limit, limit)
         stop_seqs = [tokenizer.encode(s) for s in cfg.stop_strings]
-        self._fn = make_generate_fn(model, cfg, tokenizer.eos_id, tokenizer.pad_id, stop_seqs,
-                                    param_shardings, batch_sharding)
+        self.mesh, self.rules = mesh, rules
+        param_sh = self._batch_sh = None
+        if mesh is not None:
+            param_sh = logical_shardings(abstract_or_init(model.cfg, jax.random.key(0), "lm"), mesh, rules)
+            self._batch_sh = batch_sharding(mesh)
+            width = mesh.shape["data"] * mesh.shape["fsdp"]
+            batch_size = -(-batch_size // width) * width
+            params = None if params is None else jax.device_put(params, param_sh)
+        self.params, self.batch_size = params, batch_size
+        self._fn = make_generate_fn(model, cfg, tokenizer.eos_id, tokenizer.pad_id, stop_seqs, param_sh,
+                                    self._batch_sh, valid_vocab=tokenizer.vocab_size)
 
     def encode(self, prompt: str) -> list[int]:
         ids = self.tok.encode(prompt, add_bos=self.add_bos)
@@ -78,7 +96,7 @@ class Sampler:
             seqs = [encoded[i] for i in idx] + [[self.tok.bos_id]] * (self.batch_size - len(idx))
             length = -(-max(map(len, seqs)) // self.bucket) * self.bucket
             ids, mask = left_pad(seqs, length, self.tok.pad_id)
-            out = jax.device_get(self._fn(params, ids, mask, jax.random.fold_in(key, b)))
+            out = self._run(params, ids, mask, jax.random.fold_in(key, b))
             for row, prompt_index in enumerate(idx):
                 ready[prompt_index] = [self._completion(out, row * self.cfg.n + k, prompt_index, k)
                                        for k in range(self.cfg.n)]
@@ -87,6 +105,13 @@ class Sampler:
                 yield from ready.pop(next_out)
                 next_out += 1
         bar.close()
+
+    def _run(self, params, ids: np.ndarray, mask: np.ndarray, key) -> dict[str, np.ndarray]:
+        if self.mesh is None:
+            return jax.device_get(self._fn(params, ids, mask, key))
+        with mesh_context(self.mesh, self.rules):
+            out = self._fn(params, to_global(ids, self._batch_sh), to_global(mask, self._batch_sh), key)
+        return {k: to_host(v) for k, v in out.items()}
 
     def _completion(self, out, row: int, prompt_index: int, sample_index: int) -> Completion:
         n = int(out["lengths"][row])

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from almost_jax.models.llama import CausalLM, init_cache, positions_from_mask
-from almost_jax.sampling.processors import SamplingConfig, sample_step
+from almost_jax.sampling.processors import NEG_INF, SamplingConfig, sample_step
 
 FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
 FINISH_NAMES = {FINISH_LENGTH: "length", FINISH_EOS: "eos", FINISH_STOP: "stop"}
@@ -31,10 +31,16 @@ def _ends_with(tokens: jax.Array, step: jax.Array, seq: tuple[int, ...]) -> jax.
 
 def generate_tokens(model: CausalLM, params, prompt_ids: jax.Array, prompt_mask: jax.Array, key: jax.Array,
                     cfg: SamplingConfig, eos_id: int, pad_id: int,
-                    stop_sequences: tuple[tuple[int, ...], ...] = ()) -> dict:
+                    stop_sequences: tuple[tuple[int, ...], ...] = (), valid_vocab: int = 0) -> dict:
     """Returns tokens/logprobs [B*n, max_new_tokens], lengths [B*n], finish [B*n], steps (scalar).
-    Rows are prompt-major: rows i*n .. i*n+n-1 are the samples of prompt i."""
+    Rows are prompt-major: rows i*n .. i*n+n-1 are the samples of prompt i. `valid_vocab` > 0
+    never samples ids at or past it (rows of a padded embedding the tokenizer cannot decode)."""
     mcfg = model.cfg
+    if 0 < valid_vocab < mcfg.vocab_size:
+        keep = jnp.arange(mcfg.vocab_size) < valid_vocab
+        allowed = lambda logits: jnp.where(keep, logits, NEG_INF)  # noqa: E731
+    else:
+        allowed = lambda logits: logits  # noqa: E731
     b, p = prompt_ids.shape
     n_new = cfg.max_new_tokens
     total = p + n_new
@@ -63,7 +69,7 @@ def generate_tokens(model: CausalLM, params, prompt_ids: jax.Array, prompt_mask:
     def body(s):
         key, sub = jax.random.split(s["key"])
         i = s["step"]
-        token, logp = sample_step(sub, s["last"], cfg)
+        token, logp = sample_step(sub, allowed(s["last"]), cfg)
         active = ~s["done"]
         token = jnp.where(active, token, pad_id).astype(jnp.int32)
         tokens = s["tokens"].at[:, i].set(token)
@@ -86,12 +92,13 @@ def generate_tokens(model: CausalLM, params, prompt_ids: jax.Array, prompt_mask:
 
 
 def make_generate_fn(model: CausalLM, cfg: SamplingConfig, eos_id: int, pad_id: int,
-                     stop_sequences: Sequence[Sequence[int]] = (), param_shardings=None, batch_sharding=None):
+                     stop_sequences: Sequence[Sequence[int]] = (), param_shardings=None, batch_sharding=None,
+                     valid_vocab: int = 0):
     """jit(generate_tokens) for one sampling config; call as fn(params, prompt_ids, prompt_mask, key)."""
     stops = tuple(tuple(int(t) for t in s) for s in stop_sequences if len(s))
 
     def fn(params, prompt_ids, prompt_mask, key):
-        return generate_tokens(model, params, prompt_ids, prompt_mask, key, cfg, eos_id, pad_id, stops)
+        return generate_tokens(model, params, prompt_ids, prompt_mask, key, cfg, eos_id, pad_id, stops, valid_vocab)
 
     if param_shardings is None:
         return jax.jit(fn)
