@@ -29,10 +29,12 @@ from almost_jax.data.schemas import PromptRecord, load_jsonl
 from almost_jax.data.tokenizer import check_vocab, load_tokenizer
 from almost_jax.jobs.common import run_job, write_manifest
 from almost_jax.learners import ppo_math
-from almost_jax.learners.ppo import advantages_and_returns, make_ppo_loss, make_scoring_fn, rollout_arrays
+from almost_jax.learners.ppo import (make_advantage_fn, make_ppo_loss, make_scoring_fn, ppo_epochs,
+                                    rollout_arrays)
 from almost_jax.learners.reward import RewardScorer
 from almost_jax.models.llama import CausalLM, ScalarHeadModel, abstract_or_init
 from almost_jax.parallel import MeshConfig, batch_sharding, logical_shardings, make_mesh, mesh_context, rules_from_config
+from almost_jax.parallel.shard import to_global
 from almost_jax.sampling import Sampler, SamplingConfig
 from almost_jax.train.metrics import MetricsWriter
 from almost_jax.train.optim import make_optimizer
@@ -91,10 +93,13 @@ def run(cfg: ConfigDict) -> dict:
         b_sh = {k: batch_sharding(mesh, 2) for k in rollout_keys}
         step_fn = make_train_step(make_ppo_loss(policy, value, Q, pc), st_sh, b_sh, schedule)
         scoring = make_scoring_fn(policy, value, Q, float(pc.temperature))
+        advantages = make_advantage_fn(pc)
         sampler = Sampler(policy, None, tok, SamplingConfig(temperature=float(pc.temperature), top_p=float(pc.top_p),
                                                              max_new_tokens=R, stop_strings=tuple(pc.stop_strings)),
-                          batch_size=int(pc.rollout_batch_size), bucket=Q, max_prompt_len=Q)
-        scorer = RewardScorer(rm, rm_params, tok, int(cfg.rm_max_len), int(pc.rollout_batch_size))
+                          batch_size=int(pc.rollout_batch_size), bucket=Q, max_prompt_len=Q, mesh=mesh, rules=rules)
+        scorer = RewardScorer(rm, rm_params, tok, int(cfg.rm_max_len), int(pc.rollout_batch_size), mesh=mesh,
+                              rules=rules)
+        place = lambda x: to_global(x, batch_sharding(mesh, np.ndim(x)))  # noqa: E731
         gold = gold_scorer(cfg.gold)
         controller = ppo_math.KLController(pc.kl_controller, float(pc.kl_target), float(pc.kl_k_beta))
         writer = MetricsWriter(out)
@@ -108,31 +113,29 @@ def run(cfg: ConfigDict) -> dict:
             comps = list(sampler.generate(queries, seed=int(cfg.seed) * 100003 + step, progress=False,
                                           params=state.params["policy"]))
             t_roll = time.perf_counter() - t0
-            arrays = rollout_arrays([sampler.encode(q) for q in queries], [c.token_ids for c in comps], Q, R, tok.pad_id)
+            host_arrays = rollout_arrays([sampler.encode(q) for q in queries], [c.token_ids for c in comps], Q, R,
+                                         tok.pad_id)
+            arrays = {k: place(v) for k, v in host_arrays.items()}
+            t_score = time.perf_counter()
             replies = [chat.extract_reply(c.text) for c in comps]
             raw_scores = scorer.score([f"\n\nHuman: {p.prompt}" for p in batch_prompts], replies)
             scores = ppo_math.normalize_scores(raw_scores, stats["mean"], stats["std"])
             old_logp, ref_logp, old_values = scoring(state.params["policy"], ref_params, state.params["value"], arrays)
-            adv, ret, adv_m = advantages_and_returns(jnp.asarray(scores), old_logp, ref_logp, old_values,
-                                                     jnp.asarray(arrays["response_mask"]), kl_coef, pc)
+            adv, ret, adv_m = advantages(place(scores), old_logp, ref_logp, old_values, arrays["response_mask"], kl_coef)
             rollout = {**arrays, "old_logp": old_logp, "old_values": old_values, "advantages": adv, "returns": ret}
+            jax.block_until_ready(adv)
             t1 = time.perf_counter()
-            train_m = []
-            mb = int(pc.step_batch_size)
-            for epoch in range(int(pc.ppo_epochs)):
-                perm = np.random.default_rng([int(cfg.seed), step, epoch]).permutation(len(queries))
-                for s in range(0, len(perm) - mb + 1, mb):
-                    idx = perm[s:s + mb]
-                    state, m = step_fn(state, {k: jnp.asarray(np.asarray(v)[idx]) for k, v in rollout.items()})
-                    train_m.append(m)
+            state, train_m = ppo_epochs(step_fn, state, rollout, int(pc.step_batch_size), int(pc.ppo_epochs),
+                                        (int(cfg.seed), step), place)
             jax.block_until_ready(state.params)
             t_train = time.perf_counter() - t1
             kl_value = float(adv_m["kl"])
             kl_coef = controller.update(kl_coef, kl_value, n_steps=len(queries))
-            n_tokens = float(arrays["response_mask"].sum())
+            n_tokens = float(host_arrays["response_mask"].sum())
             metrics = {"reward": float(np.mean(raw_scores)), "reward_normalized": float(np.mean(scores)),
                        "kl": kl_value, "kl_coef": kl_coef, "response_length": n_tokens / len(queries),
-                       "rollout_tokens_per_s": n_tokens / t_roll,
+                       "rollout_tokens_per_s": n_tokens / t_roll, "time_rollout_s": t_roll,
+                       "time_scoring_s": t1 - t_score, "time_train_s": t_train,
                        "train_tokens_per_s": n_tokens * int(pc.ppo_epochs) / t_train,
                        **{k: float(np.mean([float(x[k]) for x in train_m])) for k in train_m[0]}}
             if gold is not None:
@@ -161,7 +164,7 @@ def ppo_config() -> ConfigDict:
         policy_init="", rm_params="", rm_stats="", rm_max_len=1024, gold="",
         ppo=ConfigDict(dict(
             steps=100, rollout_batch_size=512, step_batch_size=256, ppo_epochs=2, query_len=192, response_len=300,
-            temperature=1.0, top_p=1.0, stop_strings=["\n\nHuman:"],
+            temperature=1.0, top_p=1.0, stop_strings=("\n\nHuman:",),
             kl_coef=0.0067, kl_estimator="clamped", kl_controller="fixed", kl_target=6.0, kl_k_beta=0.1,
             score_clip=0.0, whiten_rewards=True, gamma=1.0, lam=1.0, cliprange=0.2, cliprange_value=0.2,
             vf_coef=0.1, entropy_coef=0.0, checkpoint_every=20)),

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from almost_jax.learners import ppo_math as P
+from almost_jax.parallel.shard import to_host
 
 
 def rollout_arrays(query_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], query_len: int,
@@ -67,6 +68,31 @@ def advantages_and_returns(scores, old_logp, ref_logp, old_values, mask, kl_coef
     adv, returns = P.gae(rewards, old_values, mask, float(cfg.gamma), float(cfg.lam))
     adv = P.whiten(adv, mask, shift_mean=True)
     return adv, returns, {"kl": jnp.mean(jnp.sum(kl, axis=1)), "non_score_reward": jnp.mean(jnp.sum(non_score, 1))}
+
+
+def make_advantage_fn(cfg):
+    """advantages_and_returns as one jitted program (eager dispatch of its few dozen small ops
+    costs more than the math); `kl_coef` stays an argument, so an adaptive controller never
+    recompiles it."""
+    return jax.jit(lambda scores, old_logp, ref_logp, values, mask, kl_coef: advantages_and_returns(
+        scores, old_logp, ref_logp, values, mask, kl_coef, cfg))
+
+
+def ppo_epochs(step_fn, state, rollout: dict, minibatch: int, epochs: int, seed: tuple, place=jnp.asarray):
+    """`epochs` passes over one rollout batch in shuffled minibatches (the last partial one is
+    dropped, as AlpacaFarm does); the shuffle is a pure function of `seed`, so a resumed job
+    replays the same order. `place` puts a host minibatch array on the devices (to_global over
+    the mesh on a pod). Returns (state, per-minibatch metrics)."""
+    host = {k: to_host(v) for k, v in rollout.items()}
+    n = len(next(iter(host.values())))
+    metrics = []
+    for epoch in range(epochs):
+        perm = np.random.default_rng([*seed, epoch]).permutation(n)
+        for s in range(0, n - minibatch + 1, minibatch):
+            idx = perm[s:s + minibatch]
+            state, m = step_fn(state, {k: place(v[idx]) for k, v in host.items()})
+            metrics.append(m)
+    return state, metrics
 
 
 def make_ppo_loss(policy_model, value_model, query_len: int, cfg):
