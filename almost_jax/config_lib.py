@@ -25,8 +25,8 @@ def model_block(preset: str = "tiny", hf_path: str = "", dtype: str = "float32",
 
 
 def mesh_block(data: int = 1, fsdp: int = -1, tensor: int = 1) -> ConfigDict:
-    # `rules`: overrides of parallel.rules.DEFAULT_RULES as [logical_name, mesh_axis_or_None] pairs.
-    return ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor, rules=[]))
+    # `rules`: overrides of parallel.rules.DEFAULT_RULES as (logical_name, mesh_axis_or_None) pairs.
+    return ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor, rules=()))
 
 
 def optimizer_block(lr: float = 2e-5, weight_decay: float = 0.0, schedule: str = "cosine", warmup_ratio: float = 0.03,

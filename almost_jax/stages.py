@@ -72,8 +72,7 @@ def generator_setup(cfg: ConfigDict, member: str, sampling: ConfigDict, template
 def run_family_eval(cfg: ConfigDict, out: Path) -> dict:
     """Oracle scores of each vanilla model, zero-shot and k-shot, greedy and sampled (issue: the
     larger model must score higher)."""
-    import json
-    from almost_jax.data.schemas import PromptRecord, load_jsonl
+    from almost_jax.data.schemas import PromptRecord, load_jsonl, write_json_atomic
     from almost_jax.data.templates import load_prompt_file, prompt_path
     from almost_jax.evaluation.oracle_eval import evaluate_policy
     from almost_jax.synthetic.generation import build_sampler
@@ -91,8 +90,19 @@ def run_family_eval(cfg: ConfigDict, out: Path) -> dict:
                 res, _ = evaluate_policy(generate, tasks, template, int(shots))
                 table[f"{member}_{mode}_{shots}shot"] = res
     out.mkdir(parents=True, exist_ok=True)
-    (out / "family_eval.json").write_text(json.dumps(table, indent=2))
+    write_json_atomic(out / "family_eval.json", table)
     return {k: v["score"] for k, v in table.items()}
+
+
+def queries_job(cfg: ConfigDict, out: Path, name: str) -> ConfigDict:
+    """The queries job config of one query set (twice the wanted count, before de-duplication)."""
+    from almost_jax.jobs import queries
+    index = list(cfg.queries.sets.keys()).index(name)
+    job = queries.queries_config("miniworld")
+    with job.unlocked():
+        job.update(dict(output=str(out / f"{name}.jsonl"), num_queries=int(cfg.queries.sets[name]) * 2,
+                        seed=int(cfg.queries.seed) + index, families=list(cfg.world.families), id_prefix=f"{name}-"))
+    return job
 
 
 def run_queries(cfg: ConfigDict, out: Path) -> dict:
@@ -100,11 +110,8 @@ def run_queries(cfg: ConfigDict, out: Path) -> dict:
     from almost_jax.data.schemas import PromptRecord, load_jsonl, write_jsonl_atomic
     from almost_jax.jobs import queries
     seen, summary = set(), {}
-    for i, (name, n) in enumerate(cfg.queries.sets.items()):
-        job = queries.queries_config("miniworld")
-        with job.unlocked():
-            job.update(dict(output=str(out / f"{name}.jsonl"), num_queries=int(n) * 2, seed=int(cfg.queries.seed) + i,
-                            families=list(cfg.world.families), id_prefix=f"{name}-"))
+    for name, n in cfg.queries.sets.items():
+        job = queries_job(cfg, out, name)
         queries.run(job)
         recs = [r for r in load_jsonl(job.output, PromptRecord) if r.prompt not in seen][: int(n)]
         seen.update(r.prompt for r in recs)
@@ -120,16 +127,20 @@ def comparison_setups(cfg: ConfigDict) -> ConfigDict:
     return setups
 
 
+def comparisons_job(cfg: ConfigDict, out: Path) -> ConfigDict:
+    c = cfg.comparisons
+    return ConfigDict(dict(workdir=str(out), queries=str(Path(cfg.workdir) / "queries" / "rm.jsonl"), max_queries=0,
+                           on_error="raise", seed=int(c.seed), rubric=tuple(c.rubric), setups=comparison_setups(cfg),
+                           rules=copy.deepcopy(c.rules)))
+
+
 def run_comparisons(cfg: ConfigDict, out: Path) -> dict:
     """Synthetic comparisons on the RM queries, plus oracle-labelled pairs on held-out tasks."""
-    import json
-    from almost_jax.data.schemas import ComparisonRecord, PromptRecord, load_jsonl, write_jsonl_atomic
+    from almost_jax.data.schemas import ComparisonRecord, PromptRecord, load_jsonl, write_json_atomic, write_jsonl_atomic
     from almost_jax.evaluation.oracle_pairs import gold_pairs, mean_oracle_score, oracle_agreement
     from almost_jax.jobs import comparisons
     c = cfg.comparisons
-    job = ConfigDict(dict(workdir=str(out), queries=str(Path(cfg.workdir) / "queries" / "rm.jsonl"), max_queries=0,
-                          on_error="raise", seed=int(c.seed), rubric=list(c.rubric), setups=comparison_setups(cfg),
-                          rules=copy.deepcopy(c.rules)))
+    job = comparisons_job(cfg, out)
     summary = comparisons.run(job)
     synthetic = load_jsonl(out / "comparisons.jsonl", ComparisonRecord)
     summary.update({f"synthetic_{k}": v for k, v in oracle_agreement(synthetic).items() if k != "pairs"})
@@ -146,7 +157,7 @@ def run_comparisons(cfg: ConfigDict, out: Path) -> dict:
                  for name in c.setups.keys()}
     write_jsonl_atomic(out / "gold_pairs.jsonl", gold_pairs(tasks, responses))
     setup_scores = {name: mean_oracle_score(tasks, resp) for name, resp in responses.items()}
-    (out / "setup_scores.json").write_text(json.dumps(setup_scores, indent=2))
+    write_json_atomic(out / "setup_scores.json", setup_scores)
     summary.update({f"oracle_{k}": v for k, v in setup_scores.items()})
     summary["gold_pairs"] = len(load_jsonl(out / "gold_pairs.jsonl", ComparisonRecord))
     return summary
@@ -225,6 +236,19 @@ def run_rmsp(cfg: ConfigDict, out: Path) -> dict:
     return summary
 
 
+def sft_job(cfg: ConfigDict, out: Path, selection: str) -> ConfigDict:
+    """SFT of the smallest member on the dialogues of one self-play selection ("rm" or "random")."""
+    root = Path(cfg.workdir)
+    job = copy.deepcopy(cfg.sft)
+    with job.unlocked():
+        job.workdir = str(out / selection)
+        job.init_from = str(family_params(root, cfg.sft_member))
+        job.model.preset = cfg.family[cfg.sft_member].preset
+        job.data.train = str(root / "rmsp" / selection / "dialogues.jsonl")
+        job.data.tokenizer = str(world_paths(root)["tokenizer"])
+    return job
+
+
 def run_sft(cfg: ConfigDict, out: Path) -> dict:
     """SFT of the smallest model on RM-selected and on randomly selected dialogues; oracle scores
     against the same model prompted with demonstrations."""
@@ -237,14 +261,7 @@ def run_sft(cfg: ConfigDict, out: Path) -> dict:
                          int(cfg.policy_eval.baseline_shots))
     summary["prompted_baseline_score"] = base["score"]
     for name in ("rm", "random"):
-        job = copy.deepcopy(cfg.sft)
-        with job.unlocked():
-            job.workdir = str(out / name)
-            job.init_from = str(family_params(root, member))
-            job.model.preset = preset
-            job.data.train = str(root / "rmsp" / name / "dialogues.jsonl")
-            job.data.tokenizer = str(world_paths(root)["tokenizer"])
-        result = sft.run(job)
+        result = sft.run(sft_job(cfg, out, name))
         scores = policy_scores(cfg, out / name / "params", preset)
         summary[f"sft_{name}_score"] = scores["score"]
         summary[f"sft_{name}_exact"] = scores["exact"]
@@ -252,9 +269,7 @@ def run_sft(cfg: ConfigDict, out: Path) -> dict:
     return summary
 
 
-def run_ppo(cfg: ConfigDict, out: Path) -> dict:
-    """PPO from the RM-guided SFT policy against the RM; the oracle's score of each rollout batch
-    is logged beside the RM reward (evaluation only), then the final policy is scored."""
+def ppo_job(cfg: ConfigDict, out: Path) -> ConfigDict:
     from almost_jax.jobs import ppo
     root = Path(cfg.workdir)
     job = ppo.ppo_config()
@@ -267,7 +282,15 @@ def run_ppo(cfg: ConfigDict, out: Path) -> dict:
         job.policy_model.preset, job.rm_model.preset = preset, rm_preset
         job.ppo.update(cfg.ppo.to_dict())
         job.optimizer.update(cfg.ppo_optimizer.to_dict())
-    result = ppo.run(job)
+    return job
+
+
+def run_ppo(cfg: ConfigDict, out: Path) -> dict:
+    """PPO from the RM-guided SFT policy against the RM; the oracle's score of each rollout batch
+    is logged beside the RM reward (evaluation only), then the final policy is scored."""
+    from almost_jax.jobs import ppo
+    result = ppo.run(ppo_job(cfg, out))
+    preset = cfg.family[cfg.sft_member].preset
     scores = policy_scores(cfg, out / "params", preset)
     result.update({"policy_score": scores["score"], "policy_exact": scores["exact"]})
     return result

@@ -11,8 +11,8 @@ from almost_jax.config_lib import distributed_block, mesh_block, model_block, op
 from almost_jax.jobs.reward_config import reward_config
 from almost_jax.jobs.sft_config import sft_config
 
-FAMILIES = ["add", "sort", "upper", "capital", "harmful"]
-STOPS = ["\n\nHuman:", "\n\n-----"]
+FAMILIES = ("add", "sort", "upper", "capital", "harmful")
+STOPS = ("\n\nHuman:", "\n\n-----")
 
 
 def get_config() -> ConfigDict:
@@ -46,7 +46,7 @@ def get_config() -> ConfigDict:
 
     # Oracle scores of the vanilla family (the size ordering the ALMoST prior relies on).
     cfg.family_eval = ConfigDict(dict(
-        template="mini_faithful.txt", shots=[0, 3], temperature=1.0, seed=0,
+        template="mini_faithful.txt", shots=(0, 3), temperature=1.0, seed=0,
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
     ))
 
@@ -64,7 +64,7 @@ def get_config() -> ConfigDict:
             C=ConfigDict(dict(member="S", template="mini_faithful.txt", n_shots=3)),
             D=ConfigDict(dict(member="S", template="mini_plain.txt", n_shots=1)),
         )),
-        rubric=["A", "B", "C", "D"],
+        rubric=("A", "B", "C", "D"),
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
         # ALMoST's BAD rules, with thresholds for one-line toy answers instead of LLaMA paragraphs.
         rules=ConfigDict(dict(min_chars=1, reject_question_or_colon_end=True, reject_well_start=True,
@@ -92,12 +92,12 @@ def get_config() -> ConfigDict:
     # 6. RM-guided self-play: the largest model, prompted with faithful demonstrations, answers;
     #    the RM keeps the best of N; another prompted model plays the user.
     cfg.rmsp = ConfigDict(dict(
-        seed=0, chunk_size=100, n_candidates=4, max_assistant_turns=3, end_markers=["[END]"],
+        seed=0, chunk_size=100, n_candidates=4, max_assistant_turns=3, end_markers=("[END]",),
         assistant_member="L", assistant_template="mini_faithful.txt", assistant_shots=3,
         assistant_sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
         user_member="M", user_template="mini_user.txt", user_shots=3,
         user_sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=24,
-                                      stop_strings=["\n\nAssistant:", "\n\n-----"])),
+                                      stop_strings=("\n\nAssistant:", "\n\n-----"))),
     ))
 
     # 7. SFT of the smallest model on the self-play dialogues.

@@ -47,3 +47,14 @@ def test_shell_scripts_are_shellcheck_clean():
     scripts = [SCRIPT, REPO / "scripts" / "setup_env.sh", REPO / ".ci" / "run"]
     out = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
+
+
+def test_mount_step_runs_gcsfuse_on_all_workers_before_the_job():
+    out = run("--name=pod1", "--zone=z", "--accelerator=v4-32", "--mount=gs://my-bucket", "--dry-run", "--",
+              "python", "-m", "almost_jax.jobs.comparisons", "--config=configs/pod/comparisons_llama1.py")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    mount = [i for i, line in enumerate(lines) if "gcsfuse\\ --implicit-dirs\\ my-bucket\\ /gcs/my-bucket" in line]
+    job = [i for i, line in enumerate(lines) if "almost_jax.jobs.comparisons" in line]
+    assert len(mount) == 1 and "--worker=all" in lines[mount[0]] and "mountpoint\\ -q\\ /gcs/my-bucket" in lines[mount[0]]
+    assert mount[0] < job[0]  # mounted before the job starts

@@ -1,4 +1,5 @@
-"""Paper-scale configs build, and their shardings are checked abstractly (no weights) on 8 devices."""
+"""Paper-scale configs build, and their shardings are checked abstractly (no weights) on 8 devices:
+every large tensor is split over the mesh and what one chip holds fits a TPU v4 chip (32 GiB)."""
 import json
 
 from tests.multidevice import run_with_devices
@@ -7,46 +8,92 @@ CODE = """
 import json, jax, numpy as np
 from almost_jax.config_lib import load_config_file, llama_config
 from almost_jax.models.llama import abstract_or_init
-from almost_jax.parallel import MeshConfig, make_mesh, rules_from_config
+from almost_jax.parallel import MeshConfig, logical_shardings, make_mesh, rules_from_config
 from almost_jax.parallel.shard import unbox
 from almost_jax.train.optim import make_optimizer
-from almost_jax.train.state import abstract_state, state_shardings
+from almost_jax.train.state import abstract_state
 
-report = {}
-for path, head_key in [("configs/pod/reward_llama1_7b.py", "scalar"), ("configs/pod/sft_llama1_7b.py", "lm")]:
-    cfg = load_config_file(path)
-    model_cfg = llama_config(cfg.model)
-    mesh = make_mesh(MeshConfig.from_config(cfg.mesh))
-    boxed = abstract_or_init(model_cfg, jax.random.key(0), head_key)
-    tx, _ = make_optimizer(cfg.optimizer, 1000)
-    shardings = state_shardings(boxed, tx, mesh, rules_from_config(cfg.mesh.rules))
-    shapes = unbox(abstract_state(boxed, tx))
-    per_device, unsharded_big = 0, []
-    for (kp, s), sh in zip(jax.tree_util.tree_leaves_with_path(shapes), jax.tree.leaves(shardings)):
-        nbytes = int(np.prod(s.shape)) * s.dtype.itemsize
+def per_device(boxed, mesh_block):
+    mesh = make_mesh(MeshConfig.from_config(mesh_block))
+    shardings = logical_shardings(boxed, mesh, rules_from_config(mesh_block.get("rules")))
+    total, unsharded_big = 0, []
+    for (kp, s), sh in zip(jax.tree_util.tree_leaves_with_path(unbox(boxed)), jax.tree.leaves(shardings)):
         shard = sh.shard_shape(s.shape)
-        per_device += int(np.prod(shard)) * s.dtype.itemsize
+        total += int(np.prod(shard)) * s.dtype.itemsize
         if np.prod(s.shape) > 1_000_000 and tuple(shard) == tuple(s.shape):
             unsharded_big.append(jax.tree_util.keystr(kp))
-    report[path] = {"params": model_cfg.num_params(), "per_device_gb": per_device / 2**30,
-                    "unsharded_big": unsharded_big, "mesh": dict(mesh.shape)}
-from almost_jax.config_lib import load_config_file as L
-ppo = L("configs/pod/ppo_llama1_7b.py"); comp = L("configs/pod/comparisons_llama1.py")
-report["ppo"] = {"rollout": ppo.ppo.rollout_batch_size, "kl": ppo.ppo.kl_coef, "lr": ppo.optimizer.lr}
-report["comparisons"] = {"rubric": list(comp.rubric), "setups": sorted(comp.setups.keys())}
+    return {"gb": total / 2**30, "unsharded_big": unsharded_big, "mesh": dict(mesh.shape)}
+
+def train_state(model_block, opt, mesh_block, head):
+    boxed = abstract_or_init(llama_config(model_block), jax.random.key(0), head)
+    return per_device(abstract_state(boxed, make_optimizer(opt, 1000)[0]), mesh_block)
+
+def sampler(setup, pod_chips=16, prompt_len=1024):
+    '''Weights on this 8-device mesh; the KV cache of one batch as the pod (v4-32: 16 chips) splits it.'''
+    cfg = llama_config(setup.model)
+    r = per_device(abstract_or_init(cfg, jax.random.key(0), "lm"), setup.mesh)
+    tensor = setup.mesh.tensor
+    rows = setup.batch_size / (pod_chips // tensor)
+    tokens = prompt_len + setup.sampling.max_new_tokens
+    r["cache_gb"] = rows * tokens * cfg.num_layers * 2 * cfg.kv_heads * cfg.dim_per_head * 2 / tensor / 2**30
+    r["params"] = cfg.num_params()
+    return r
+
+report = {}
+for name, head in [("reward_llama1_7b", "scalar"), ("sft_llama1_7b", "lm")]:
+    cfg = load_config_file(f"configs/pod/{name}.py")
+    report[name] = train_state(cfg.model, cfg.optimizer, cfg.mesh, head)
+    report[name]["params"] = llama_config(cfg.model).num_params()
+
+ppo = load_config_file("configs/pod/ppo_llama1_7b.py")
+boxed = {"policy": abstract_or_init(llama_config(ppo.policy_model), jax.random.key(0), "lm"),
+         "value": abstract_or_init(llama_config(ppo.rm_model), jax.random.key(0), "scalar")}
+state = per_device(abstract_state(boxed, make_optimizer(ppo.optimizer, 1000)[0]), ppo.mesh)
+frozen = per_device(boxed, ppo.mesh)  # reference policy + reward model: the same shapes, no optimizer
+report["ppo"] = {"state_gb": state["gb"], "frozen_gb": frozen["gb"], "unsharded_big": state["unsharded_big"],
+                 "rollout": ppo.ppo.rollout_batch_size, "kl": ppo.ppo.kl_coef, "lr": ppo.optimizer.lr}
+
+comp = load_config_file("configs/pod/comparisons_llama1.py")
+report["comparisons"] = {"rubric": list(comp.rubric), "setups": {n: sampler(s) for n, s in comp.setups.items()}}
+rmsp = load_config_file("configs/pod/rmsp_llama1.py")
+report["rmsp"] = {"assistant": sampler(rmsp.assistant), "user": sampler(rmsp.user),
+                  "rm": per_device(abstract_or_init(llama_config(rmsp.rm.model), jax.random.key(0), "scalar"), rmsp.rm.mesh),
+                  "n": rmsp.selfplay.n_candidates}
+queries = load_config_file("configs/pod/queries_llama1.py")
+report["queries"] = {"generator": sampler(queries.generator), "n_shots": queries.n_shots,
+                     "temperature": queries.generator.sampling.temperature}
 print("REPORT" + json.dumps(report))
 """
 
+HBM_GB = 32  # one TPU v4 chip
+
 
 def test_pod_configs_shard_abstractly():
-    out = run_with_devices(8, CODE)
-    report = json.loads(out.split("REPORT", 1)[1])
-    for path in ("configs/pod/reward_llama1_7b.py", "configs/pod/sft_llama1_7b.py"):
-        r = report[path]
+    report = json.loads(run_with_devices(8, CODE).split("REPORT", 1)[1])
+    for name in ("reward_llama1_7b", "sft_llama1_7b"):
+        r = report[name]
         assert 6.5e9 < r["params"] < 7.0e9, r
         assert r["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
         assert r["unsharded_big"] == [], r["unsharded_big"]  # every large tensor is split over the mesh
         # fp32 params + Adam moments of 6.7B params = ~75 GiB, split 8 ways
-        assert 8 < r["per_device_gb"] < 11, r
-    assert report["ppo"] == {"rollout": 512, "kl": 0.0067, "lr": 1e-5}
-    assert set(report["comparisons"]["rubric"]) == set(report["comparisons"]["setups"])
+        assert 8 < r["gb"] < 11, r
+
+    ppo = report["ppo"]
+    assert ppo["unsharded_big"] == []
+    # policy + value with Adam moments (2 x 6.7B x 12 bytes / 8 chips), plus the frozen reference and RM (fp32)
+    assert 17 < ppo["state_gb"] < 21 and ppo["state_gb"] + ppo["frozen_gb"] < HBM_GB, ppo
+    assert (ppo["rollout"], ppo["kl"], ppo["lr"]) == (512, 0.0067, 1e-5)
+
+    setups = report["comparisons"]["setups"]
+    assert set(report["comparisons"]["rubric"]) == set(setups)
+    sizes = {n: s["params"] for n, s in setups.items()}
+    assert sizes["llama30b_faithful_3shot"] > sizes["llama13b_hhh_3shot"] > sizes["llama7b_hhh_3shot"]
+    samplers = list(setups.values()) + [report["rmsp"]["assistant"], report["rmsp"]["user"],
+                                        report["queries"]["generator"]]
+    for s in samplers:
+        assert s["mesh"] == {"data": 2, "fsdp": 1, "tensor": 4}, s
+        assert s["unsharded_big"] == [], s["unsharded_big"]
+        assert s["gb"] + s["cache_gb"] < HBM_GB, s  # 30B: ~15 GiB of bf16 weights + the KV cache per chip
+    assert 14 < setups["llama30b_faithful_3shot"]["gb"] < 16
+    assert report["rmsp"]["rm"]["unsharded_big"] == [] and report["rmsp"]["n"] == 4
+    assert report["queries"]["n_shots"] == 10 and report["queries"]["temperature"] == 1.2

@@ -126,7 +126,8 @@ def test_file_round_trip(tmp_path):
 # ---------------------------------------------------------------- shipped files
 
 SHIPPED = ["mini_faithful.txt", "mini_plain.txt", "mini_user.txt",
-           "assistant_brief.txt", "assistant_detailed.txt"]
+           "assistant_brief.txt", "assistant_detailed.txt", "user_simulator.txt"]
+USER_SIMULATORS = {"user_simulator.txt"}  # their dialogues end on the user's closing turn
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -134,9 +135,21 @@ def test_shipped_files_parse_and_round_trip(name):
     path = TP.prompt_path(name)
     t = TP.load_prompt_file(path)
     assert t.preamble and t.dialogues
-    assert all(d[0][0] == "human" and d[-1][0] == "assistant" for d in t.dialogues)
+    last = "human" if name in USER_SIMULATORS else "assistant"
+    for d in t.dialogues:
+        assert [speaker for speaker, _ in d] == ["human", "assistant"] * (len(d) // 2) + ["human"] * (len(d) % 2)
+        assert d[-1][0] == last
     with open(path, encoding="utf-8") as f:
         assert t.dumps() == f.read()  # files are stored in canonical form
+
+
+def test_user_simulator_shows_the_end_marker_only_at_the_end():
+    """The self-play user stops at rmsp's end marker: the demonstrations close with it, and only there."""
+    from almost_jax.jobs.rmsp import rmsp_config
+    marker = rmsp_config().selfplay.end_markers[0]
+    for d in TP.load_prompt_file(TP.prompt_path("user_simulator.txt")).dialogues:
+        assert d[-1][1].endswith(marker)
+        assert not any(marker in text for _, text in d[:-1])
 
 
 def _mini_pairs(name):
@@ -175,4 +188,5 @@ def test_seed_queries_error(tmp_path):
 
 
 def test_prompts_dir_holds_only_known_files():
-    assert set(os.listdir(TP.PROMPTS_DIR)) - {"README.md"} == set(SHIPPED) | {"seed_queries.txt"}
+    judge_prompts = {"ab_judge.txt", "tf_judge.txt", "qa_answer.txt"}  # policy benchmarks (evaluation/)
+    assert set(os.listdir(TP.PROMPTS_DIR)) - {"README.md"} == set(SHIPPED) | {"seed_queries.txt"} | judge_prompts

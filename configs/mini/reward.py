@@ -1,11 +1,15 @@
-"""Reward model on the mini world (initialised from the largest mini model); CPU, ~minutes."""
-from almost_jax.jobs.reward_config import reward_config
+"""Reward model on the mini world (initialised from the largest mini model), trained on the
+pipeline's synthetic comparisons in work_dir/mini; CPU, minutes.
+
+    python -m almost_jax.jobs.train_rm --config=configs/mini/reward.py [--config.data.train=other.jsonl]
+"""
+from pathlib import Path
+
+from almost_jax import stages
+from almost_jax.config_lib import load_config_file
 
 
 def get_config():
-    cfg = reward_config("mini-l", batch_size=32, seq_len=128, eval_every=50, checkpoint_every=100)
-    cfg.optimizer.lr = 3e-4
-    cfg.optimizer.weight_decay = 0.0
-    cfg.train.epochs = 2.0
-    cfg.eval_batch_size = 64
-    return cfg
+    mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
+    root = Path(mini.workdir)
+    return stages.reward_job(mini, root / "reward" / "rm", root / "comparisons" / "comparisons.jsonl")

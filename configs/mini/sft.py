@@ -1,9 +1,14 @@
-"""SFT of the smallest mini model on RMSP dialogues (CPU, ~a minute)."""
-from almost_jax.jobs.sft_config import sft_config
+"""SFT of the smallest mini model on the RM-selected self-play dialogues in work_dir/mini (CPU, a
+minute).
+
+    python -m almost_jax.jobs.sft --config=configs/mini/sft.py [--config.data.train=dialogues.jsonl]
+"""
+from pathlib import Path
+
+from almost_jax import stages
+from almost_jax.config_lib import load_config_file
 
 
 def get_config():
-    cfg = sft_config("mini-s", batch_size=32, seq_len=128, eval_every=50, checkpoint_every=100)
-    cfg.optimizer.lr = 1e-3
-    cfg.eval_batch_size = 32
-    return cfg
+    mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
+    return stages.sft_job(mini, Path(mini.workdir) / "sft", "rm")

@@ -1,0 +1,15 @@
+"""PPO on the mini world: the pipeline's `ppo` stage job (AlpacaFarm's recipe scaled down), from
+the RM-guided SFT policy against the RM in work_dir/mini, with the oracle's score of each rollout
+batch logged beside the reward (evaluation only).
+
+    python -m almost_jax.jobs.ppo --config=configs/mini/ppo.py [--config.ppo.kl_coef=0.02]
+"""
+from pathlib import Path
+
+from almost_jax import stages
+from almost_jax.config_lib import load_config_file
+
+
+def get_config():
+    mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
+    return stages.ppo_job(mini, Path(mini.workdir) / "ppo")

@@ -1,0 +1,14 @@
+"""RM-guided self-play on the mini world: the pipeline's `rmsp` stage job (best of N by the RM).
+Needs the pipeline's outputs up to `reward` in work_dir/mini.
+
+    python -m almost_jax.jobs.rmsp --config=configs/mini/rmsp.py [--config.selfplay.n_candidates=8]
+"""
+from pathlib import Path
+
+from almost_jax import stages
+from almost_jax.config_lib import load_config_file
+
+
+def get_config():
+    mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
+    return stages.rmsp_job(mini, Path(mini.workdir) / "rmsp" / "rm", "rm", int(mini.rmsp.n_candidates))
