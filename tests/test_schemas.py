@@ -69,7 +69,7 @@ def test_bad_record_names_line_and_problem(tmp_path, schema, bad, message):
     _write_lines(path, [good, "", good, json.dumps(bad), good])
     with pytest.raises(S.RecordError) as err:
         list(S.read_jsonl(path, schema))
-    assert err.value.lineno == 4 and f"r.jsonl:4: " in str(err.value)
+    assert err.value.lineno == 4 and "r.jsonl:4: " in str(err.value)
     assert message in str(err.value)
     reader = S.read_jsonl(path, schema, on_error="skip")
     assert len(list(reader)) == 3 and reader.n_skipped == 1 and reader.problems[0][0] == 4

@@ -1,5 +1,4 @@
 """RM-guided self-play: best-of-N picks the RM's argmax, stopping rules, audit trail, resume."""
-import numpy as np
 
 from almost_jax.data import chat
 from almost_jax.synthetic.selfplay import SelfPlayConfig, pick, play
