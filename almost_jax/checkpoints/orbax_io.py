@@ -80,5 +80,8 @@ def load_params(path: str | Path, abstract_params: Any = None) -> Any:
             meta = ckptr.metadata(path)
             tree = getattr(meta, "item_metadata", meta)
             tree = getattr(tree, "tree", tree)
-            abstract_params = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
+            # An explicit device: without one orbax reuses the saved sharding, which names devices
+            # this process may not have (params written by a pod, read on one host).
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            abstract_params = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
         return ckptr.restore(path, abstract_params)

@@ -80,13 +80,18 @@ def maybe_initialize_distributed(cfg=None) -> None:
                or os.environ.get("ALMOST_JAX_DISTRIBUTED") == "1")
     if not enabled or jax.distributed.is_initialized():
         return
+    # Explicit peers come from the config when it names a coordinator, else from the env vars, never
+    # mixed: process_id=0 is a real value, and a config default must not mask JAX_PROCESS_ID.
     kwargs = {}
-    coord = (dist.get("coordinator_address") if dist else None) or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if coord:
-        kwargs = dict(coordinator_address=coord,
-                      num_processes=int((dist.get("num_processes") if dist else None) or os.environ["JAX_NUM_PROCESSES"]),
-                      process_id=int((dist.get("process_id") if dist else None) or os.environ["JAX_PROCESS_ID"]))
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+    if dist and dist.get("coordinator_address"):
+        kwargs = dict(coordinator_address=dist.coordinator_address, num_processes=int(dist.num_processes),
+                      process_id=int(dist.process_id))
+    elif "JAX_COORDINATOR_ADDRESS" in os.environ:
+        kwargs = dict(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                      num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                      process_id=int(os.environ["JAX_PROCESS_ID"]))
+    # Not jax.default_backend(): it would start the backend, and initialize() must come first.
+    if "cpu" in (jax.config.jax_platforms or "").split(","):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),

@@ -28,11 +28,21 @@ class Preempted(RuntimeError):
 
 
 class _SigtermFlag:
+    """One host: a Python SIGTERM handler sets a flag that the loop checks after each step.
+
+    Multi-host: no Python handler. jax.distributed.initialize installed its own, which feeds the
+    preemption sync behind `Checkpointer.reached_preemption`: every host stops at the same step,
+    even when only one got the signal. A Python handler would replace it, and a host stopping on
+    its own leaves the others blocked in the next step's collectives.
+    """
+
     def __init__(self):
         self.raised = False
         self._previous = None
 
     def __enter__(self):
+        if jax.process_count() > 1:
+            return self
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: rely on orbax's preemption sync only
