@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from almost_jax.models.config import LlamaConfig
 
 Array = jax.Array
-KVCache = tuple  # per layer: (k [B, S, kv_heads, head_dim], v [B, S, kv_heads, head_dim])
+KVCache = tuple  # per layer: (k [B, kv_heads, S, head_dim], v [B, kv_heads, S, head_dim])
 
 
 def dense_init(axes, stddev=0.02):
@@ -122,26 +122,27 @@ class Attention(nn.Module):
         q = constrain(apply_rotary(q, positions, inv_freq), ("act_batch", "act_length", "act_heads", None))
         k = apply_rotary(k, positions, inv_freq)
 
-        if cache is not None:  # write this step's keys/values into the preallocated cache
-            ck, cv = cache
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
-            cache = (k, v)
-        k = constrain(k, ("act_batch", "act_kv_length", "act_kv_heads", None))
-        v = constrain(v, ("act_batch", "act_kv_length", "act_kv_heads", None))
-
         mask = attention_mask(query_slots, kv_mask)  # [B, 1, 1, T, S]
         b, t = q.shape[:2]
         if cfg.attention_impl == "cudnn" and cache is None:
-            out = jax.nn.dot_product_attention(q, k.astype(dtype), v.astype(dtype),
-                                               mask=mask[:, 0], implementation="cudnn")
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, 0], implementation="cudnn")
         else:
+            # Keys/values head-major [B, kv_heads, S, d]: the layout both attention matmuls read,
+            # so a decode step never transposes the whole cache (it only writes T new slots).
+            k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+            if cache is not None:  # write this step's keys/values into the preallocated cache
+                ck, cv = cache
+                k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, 0, cache_index, 0))
+                v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, cache_index, 0))
+                cache = (k, v)
+            k = constrain(k, ("act_batch", "act_kv_heads", "act_kv_length", None))
+            v = constrain(v, ("act_batch", "act_kv_heads", "act_kv_length", None))
             qg = q.reshape(b, t, kvh, h // kvh, d)
-            scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(dtype)).astype(jnp.float32)
+            scores = jnp.einsum("btkgd,bksd->bkgts", qg, k.astype(dtype)).astype(jnp.float32)
             scores = scores / math.sqrt(d)
             scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
             probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-            out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dtype)).reshape(b, t, h, d)
+            out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(dtype)).reshape(b, t, h, d)
         out = constrain(out, ("act_batch", "act_length", "act_heads", None))
         y = Projection((cfg.hidden_size,), ("heads", "head_dim", "embed"), 2, dtype, pdtype, name="o_proj")(out)
         return y, cache

@@ -147,7 +147,7 @@ def abstract_or_init(cfg: LlamaConfig, rng: Array, head: str = "lm", abstract: b
 
 
 def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype=None) -> tuple:
-    """A zeroed KV cache: per layer (k, v) of shape [batch, length, kv_heads, head_dim]."""
+    """A zeroed KV cache: per layer (k, v) of shape [batch, kv_heads, length, head_dim]."""
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (batch, length, cfg.kv_heads, cfg.dim_per_head)
+    shape = (batch, cfg.kv_heads, length, cfg.dim_per_head)
     return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_layers))
