@@ -52,7 +52,9 @@ def get_config() -> ConfigDict:
 
     # 3. Queries: disjoint sets for the RM comparisons, self-play and RL (mini-world tasks; the
     #    real-scale self-instruct job is almost_jax.jobs.queries with source=self_instruct).
-    cfg.queries = ConfigDict(dict(seed=100, sets=ConfigDict(dict(rm=3000, rmsp=300, rl=300))))
+    #    9000 RM queries: measured against 3000, the RM's agreement with the oracle on held-out pairs
+    #    rose from 0.62 to 0.67 (length filter on) and from 0.69 to 0.72 (off).
+    cfg.queries = ConfigDict(dict(seed=100, sets=ConfigDict(dict(rm=9000, rmsp=300, rl=300))))
 
     # 4. Synthetic comparisons: four setups ranked by the ALMoST prior (A > B > C > D):
     #    bigger model > smaller; more shots > fewer; faithful demonstrations > sloppy ones.
@@ -108,13 +110,16 @@ def get_config() -> ConfigDict:
     cfg.sft.optimizer.warmup_ratio = 0.05
     cfg.sft.train.epochs = 3.0
 
-    # 8. PPO (AlpacaFarm's recipe; batch sizes, lengths and lr scaled to the mini world).
+    # 8. PPO (AlpacaFarm's recipe; batch sizes, lengths, lr and KL scaled to the mini world). With
+    #    16-token replies AlpacaFarm's kl 0.0067 (tuned for 300 tokens) barely restrains the policy:
+    #    measured here, kl 0.0067 / lr 1e-4 ended at KL ~6.5 and a greedy oracle score of 0.27 (from
+    #    0.59), kl 0.05 / lr 3e-5 at KL ~1.8 and 0.47. The synthetic RM is exploitable either way.
     cfg.ppo = ConfigDict(dict(
         steps=30, rollout_batch_size=64, step_batch_size=32, ppo_epochs=2, query_len=32, response_len=16,
-        temperature=1.0, top_p=1.0, stop_strings=STOPS, kl_coef=0.0067, kl_estimator="clamped", kl_controller="fixed",
+        temperature=1.0, top_p=1.0, stop_strings=STOPS, kl_coef=0.05, kl_estimator="clamped", kl_controller="fixed",
         kl_target=6.0, kl_k_beta=0.1, score_clip=0.0, whiten_rewards=True, gamma=1.0, lam=1.0, cliprange=0.2,
         cliprange_value=0.2, vf_coef=0.1, entropy_coef=0.0, checkpoint_every=10,
     ))
-    cfg.ppo_optimizer = optimizer_block(lr=1e-4, weight_decay=0.0, schedule="constant", warmup_ratio=0.0,
+    cfg.ppo_optimizer = optimizer_block(lr=3e-5, weight_decay=0.0, schedule="constant", warmup_ratio=0.0,
                                         warmup_steps=3, eps=1e-5, grad_clip=1.0)
     return cfg

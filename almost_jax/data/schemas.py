@@ -330,8 +330,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """A small JSON output (report, statistics) replaced atomically, never half written."""
-    with atomic_open(path) as f:
-        json.dump(obj, f, indent=2, default=str)
+    with atomic_open(path) as f:  # numpy scalars as numbers, anything else unknown as text
+        json.dump(obj, f, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> int:

@@ -6,10 +6,11 @@ score, win-rate vs the baseline judged by the oracle and by the RM (with standar
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from almost_jax.data.schemas import atomic_open, write_json_atomic
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -69,7 +70,7 @@ def write_report(out: Path, rows: list[dict], sections: dict, rm_bars: dict, ppo
     has_ppo = plot_ppo(ppo_metrics, out / "ppo_curves.png")
     summary = {"policies": {r["key"]: {k: v for k, v in r.items() if k not in ("key", "name")} for r in rows},
                **sections}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_json_atomic(out / "summary.json", summary)
     lines = ["# almost_jax mini-world report", "", markdown_table(rows), "",
              "Baseline: the smallest vanilla model prompted with demonstrations. Win-rates count ties as half; "
              "± is the standard error over held-out tasks.", ""]
@@ -80,7 +81,8 @@ def write_report(out: Path, rows: list[dict], sections: dict, rm_bars: dict, ppo
     lines += ["![RM vs oracle](rm_vs_oracle.png)", ""]
     if has_ppo:
         lines += ["![PPO curves](ppo_curves.png)", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    with atomic_open(out / "report.md") as f:
+        f.write("\n".join(lines))
     return summary
 
 

@@ -36,6 +36,7 @@ from almost_jax.models.llama import CausalLM, ScalarHeadModel, abstract_or_init
 from almost_jax.parallel import MeshConfig, batch_sharding, logical_shardings, make_mesh, mesh_context, rules_from_config
 from almost_jax.parallel.shard import to_global
 from almost_jax.sampling import Sampler, SamplingConfig
+from almost_jax.train.loop import PreemptionGuard, Preempted
 from almost_jax.train.metrics import MetricsWriter
 from almost_jax.train.optim import make_optimizer
 from almost_jax.train.state import abstract_state, create_sharded_state, with_shardings
@@ -105,8 +106,8 @@ def run(cfg: ConfigDict) -> dict:
         writer = MetricsWriter(out)
         rng = np.random.default_rng(int(cfg.seed))
         order = np.concatenate([rng.permutation(len(prompts)) for _ in range(int(pc.steps) * int(pc.rollout_batch_size) // max(len(prompts), 1) + 2)])
-        metrics = {}
-        for step in range(start, int(pc.steps)):
+        def iteration(step: int, state, kl_coef: float):
+            """One PPO step: rollouts from the current policy, scoring, advantages, ppo_epochs updates."""
             batch_prompts = [prompts[i] for i in order[step * int(pc.rollout_batch_size):(step + 1) * int(pc.rollout_batch_size)]]
             queries = [chat.prompt_for_reply([], p.prompt) for p in batch_prompts]
             t0 = time.perf_counter()
@@ -130,7 +131,6 @@ def run(cfg: ConfigDict) -> dict:
             jax.block_until_ready(state.params)
             t_train = time.perf_counter() - t1
             kl_value = float(adv_m["kl"])
-            kl_coef = controller.update(kl_coef, kl_value, n_steps=len(queries))
             n_tokens = float(host_arrays["response_mask"].sum())
             metrics = {"reward": float(np.mean(raw_scores)), "reward_normalized": float(np.mean(scores)),
                        "kl": kl_value, "kl_coef": kl_coef, "response_length": n_tokens / len(queries),
@@ -140,12 +140,24 @@ def run(cfg: ConfigDict) -> dict:
                        **{k: float(np.mean([float(x[k]) for x in train_m])) for k in train_m[0]}}
             if gold is not None:
                 metrics["gold_score"] = gold([p.prompt for p in batch_prompts], replies)
-            writer.write(step + 1, metrics, prefix="ppo/")
-            log.info("ppo step %d/%d %s", step + 1, pc.steps, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-            if (step + 1) % int(pc.checkpoint_every) == 0 or step + 1 == int(pc.steps):
-                ckpt.save(step + 1, state, meta={"ppo_step": step + 1, "kl_coef": kl_coef}, force=True)
-        ckpt.close()
-        writer.close()
+            return state, controller.update(kl_coef, kl_value, n_steps=len(queries)), metrics
+
+        metrics = {}
+        try:
+            with PreemptionGuard() as guard:
+                for step in range(start, int(pc.steps)):
+                    state, kl_coef, metrics = iteration(step, state, kl_coef)
+                    writer.write(step + 1, metrics, prefix="ppo/")
+                    log.info("ppo step %d/%d %s", step + 1, pc.steps,
+                             " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                    stop = guard.requested(ckpt, step + 1)
+                    if stop or (step + 1) % int(pc.checkpoint_every) == 0 or step + 1 == int(pc.steps):
+                        ckpt.save(step + 1, state, meta={"ppo_step": step + 1, "kl_coef": kl_coef}, force=True)
+                    if stop:
+                        raise Preempted(f"ppo stopped at step {step + 1} after a termination signal; checkpoint saved")
+        finally:
+            ckpt.close()
+            writer.close()
     save_params(out / "params", state.params["policy"])
     summary = {"steps": int(pc.steps), **{f"final_{k}": v for k, v in metrics.items()
                                           if k in ("reward", "kl", "gold_score", "entropy")}}

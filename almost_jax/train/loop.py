@@ -27,8 +27,10 @@ class Preempted(RuntimeError):
     """Raised after a checkpoint was written in response to SIGTERM / a preemption notice."""
 
 
-class _SigtermFlag:
-    """One host: a Python SIGTERM handler sets a flag that the loop checks after each step.
+class PreemptionGuard:
+    """Whether a job should checkpoint and stop now: call `requested(checkpointer, step)` once per step.
+
+    One host: a Python SIGTERM handler sets a flag that the loop checks after each step.
 
     Multi-host: no Python handler. jax.distributed.initialize installed its own, which feeds the
     preemption sync behind `Checkpointer.reached_preemption`: every host stops at the same step,
@@ -56,6 +58,10 @@ class _SigtermFlag:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+
+    def requested(self, checkpointer: Optional[Checkpointer], step: int) -> bool:
+        return self.raised or (checkpointer is not None and jax.process_count() > 1
+                               and checkpointer.reached_preemption(step))
 
 
 @dataclass
@@ -90,7 +96,7 @@ def run_loop(state, step_fn: Callable, batch_fn: Callable[[int], dict], mesh, lo
         if checkpointer is not None:
             checkpointer.save(step, state, meta={**(meta or {}), "data_step": step}, force=force)
 
-    with _SigtermFlag() as sigterm:
+    with PreemptionGuard() as guard:
         for step in range(start, loop.total_steps):
             batch = shard_batch(batch_fn(step), mesh)
             state, metrics = step_fn(state, batch)
@@ -115,9 +121,7 @@ def run_loop(state, step_fn: Callable, batch_fn: Callable[[int], dict], mesh, lo
                 if writer:
                     writer.write(done, ev, prefix="eval/")
                 log.info("%s eval at step %d: %s", desc, done, ev)
-            preempted = sigterm.raised or (checkpointer is not None and jax.process_count() > 1
-                                           and checkpointer.reached_preemption(done))
-            if preempted:
+            if guard.requested(checkpointer, done):
                 save(done, force=True)
                 if checkpointer:
                     checkpointer.wait()
