@@ -70,6 +70,25 @@ def run_worker(script: str, worker: str, spec: dict, device: str, timeout: int =
     return {"error": f"{worker} exited {proc.returncode}: {tail}"}
 
 
+def serve_worker(args, workers: dict) -> bool:
+    """In a worker process (--worker=NAME): run that measurement, or "ckpt" (write the shared
+    checkpoint), print its RESULT line and return True; in the driver return False."""
+    if not args.worker:
+        return False
+    spec = json.loads(args.spec)
+    everything = {"ckpt": lambda s: {"path": make_hf_checkpoint(s["preset"], s["dir"])}, **workers}
+    emit(everything[args.worker](spec))
+    return True
+
+
+def shared_checkpoint(script: str, preset: str, args) -> str:
+    """The preset's random-weight HF checkpoint (written once, by a CPU worker)."""
+    res = run_worker(script, "ckpt", {"preset": preset, "dir": args.ckpt_dir}, "cpu")
+    if "error" in res:
+        sys.exit(res["error"])
+    return res["path"]
+
+
 def emit(result: dict) -> None:
     """A worker's answer: one line, last on stdout."""
     result["peak_host_gb"] = peak_host_gb()

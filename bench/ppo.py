@@ -12,7 +12,6 @@ Timings are the mean over `--iterations` after one warm-up iteration that compil
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -104,16 +103,10 @@ def main():
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--remat", action="store_true")
     args = p.parse_args()
-    if args.worker:
-        spec = json.loads(args.spec)
-        fn = {"jax": jax_worker, "ckpt": lambda s: {"path": common.make_hf_checkpoint(s["preset"], s["dir"])}}
-        common.emit(fn[args.worker](spec))
+    if common.serve_worker(args, {"jax": jax_worker}):
         return
     preset = args.preset or ("bench-10m" if args.device == "cpu" else "tinyllama-1.1b")
-    ckpt = common.run_worker(__file__, "ckpt", {"preset": preset, "dir": args.ckpt_dir}, "cpu")
-    if "error" in ckpt:
-        sys.exit(ckpt["error"])
-    spec = {"ckpt": ckpt["path"], "dtype": common.compute_dtype(args), "rollout_batch": args.rollout_batch,
+    spec = {"ckpt": common.shared_checkpoint(__file__, preset, args), "dtype": common.compute_dtype(args), "rollout_batch": args.rollout_batch,
             "step_batch": args.step_batch, "query_len": args.query_len, "response_len": args.response_len,
             "iterations": args.iterations, "remat": args.remat, "peak_tflops": args.peak_tflops}
     res = common.run_worker(__file__, "jax", spec, args.device)

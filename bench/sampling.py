@@ -11,7 +11,6 @@ datasheet bandwidth, or the matmul peak, whichever is lower) and the fraction of
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -83,17 +82,12 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--attention-impl", default="xla", choices=["xla", "cudnn"])
     args = p.parse_args()
-    if args.worker:
-        spec = json.loads(args.spec)
-        common.emit({"jax": jax_worker, "hf": hf_worker, "ckpt": ckpt_worker}[args.worker](spec))
+    if common.serve_worker(args, {"jax": jax_worker, "hf": hf_worker}):
         return
 
     preset = args.preset or ("bench-134m" if args.device == "cpu" else "tinyllama-1.1b")
     dtype = common.compute_dtype(args)
-    ckpt = common.run_worker(__file__, "ckpt", {"preset": preset, "dir": args.ckpt_dir}, "cpu")
-    if "error" in ckpt:
-        sys.exit(ckpt["error"])
-    spec = {"ckpt": ckpt["path"], "dtype": dtype, "batches": [int(b) for b in args.batches.split(",")],
+    spec = {"ckpt": common.shared_checkpoint(__file__, preset, args), "dtype": dtype, "batches": [int(b) for b in args.batches.split(",")],
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
             "device": args.device, "peak_tflops": args.peak_tflops, "attention_impl": args.attention_impl}
     jx = common.run_worker(__file__, "jax", spec, args.device)
@@ -133,9 +127,6 @@ def main():
           + (f", device {hf['peak_device_gb']:.2f} GB" if "peak_device_gb" in hf else ""))
     common.write_json(args.json, {"preset": preset, "dtype": dtype, "limits": limits, "rows": rows})
 
-
-def ckpt_worker(spec: dict) -> dict:
-    return {"path": common.make_hf_checkpoint(spec["preset"], spec["dir"])}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ bf16 figure on accelerators, a measured matmul on CPU.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -149,11 +148,7 @@ def main():
     p.add_argument("--attention-impl", default="xla", choices=["xla", "cudnn"])
     p.add_argument("--profile", default="", help="write a jax.profiler trace of the timed steps here")
     args = p.parse_args()
-    if args.worker:
-        spec = json.loads(args.spec)
-        fn = {"jax": jax_worker, "hf": hf_worker,
-              "ckpt": lambda s: {"path": common.make_hf_checkpoint(s["preset"], s["dir"])}}[args.worker]
-        common.emit(fn(spec))
+    if common.serve_worker(args, {"jax": jax_worker, "hf": hf_worker}):
         return
 
     from almost_jax.models.config import get_config
@@ -164,12 +159,10 @@ def main():
     for item in configs.split(","):
         preset, bt = item.split(":")
         batch, seq = (int(x) for x in bt.split("x"))
-        ckpt = common.run_worker(__file__, "ckpt", {"preset": preset, "dir": args.ckpt_dir}, "cpu")
-        if "error" in ckpt:
-            sys.exit(ckpt["error"])
+        ckpt = common.shared_checkpoint(__file__, preset, args)
         cfg = get_config(preset)
         for shape in args.shapes.split(","):
-            spec = {"ckpt": ckpt["path"], "shape": shape, "batch": batch, "seq": seq, "dtype": dtype,
+            spec = {"ckpt": ckpt, "shape": shape, "batch": batch, "seq": seq, "dtype": dtype,
                     "remat": args.remat, "attention_impl": args.attention_impl, "steps": args.steps,
                     "repeats": args.repeats, "device": args.device, "peak_tflops": args.peak_tflops,
                     "profile": f"{args.profile}/{preset}-{shape}" if args.profile else ""}

@@ -7,7 +7,8 @@ from ml_collections import ConfigDict
 from almost_jax.models.config import get_config
 from almost_jax.models.llama import abstract_or_init, init_params
 from almost_jax.parallel import MeshConfig, make_mesh
-from almost_jax.train.state import state_shardings, create_sharded_state, with_shardings, abstract_state
+from almost_jax.parallel.shard import with_shardings
+from almost_jax.train.state import state_shardings, create_sharded_state, abstract_state
 from almost_jax.train.optim import make_optimizer
 from almost_jax.checkpoints.orbax_io import Checkpointer, save_params, load_params
 from almost_jax.parallel import logical_shardings

@@ -195,7 +195,8 @@ from almost_jax.config_lib import llama_config
 from almost_jax.models.llama import abstract_or_init
 from almost_jax.parallel import MeshConfig, make_mesh
 from almost_jax.train.optim import make_optimizer
-from almost_jax.train.state import abstract_state, state_shardings, with_shardings
+from almost_jax.parallel.shard import with_shardings
+from almost_jax.train.state import abstract_state, state_shardings
 
 cfg = runpy.run_path("configs/mini/pretrain.py")["get_config"]()  # the job's config, as the pod ran it
 cfg.model.preset = "tiny"

@@ -27,7 +27,7 @@ def load_model_params(path: str | Path, model_cfg: LlamaConfig, head: str = "lm"
         _, params = load_hf_checkpoint(path, model_cfg, head=head, shardings=shardings)
         return params
     if shardings is not None:
-        from almost_jax.train.state import with_shardings
+        from almost_jax.parallel.shard import with_shardings
         abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), _stored_shapes(path))
         return load_params(path, with_shardings(abstract, _match(shardings, abstract)))
     return load_params(path)

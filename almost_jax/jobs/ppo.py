@@ -34,12 +34,12 @@ from almost_jax.learners.ppo import (make_advantage_fn, make_ppo_loss, make_scor
 from almost_jax.learners.reward import RewardScorer
 from almost_jax.models.llama import CausalLM, ScalarHeadModel, abstract_or_init
 from almost_jax.parallel import MeshConfig, batch_sharding, logical_shardings, make_mesh, mesh_context, rules_from_config
-from almost_jax.parallel.shard import to_global
+from almost_jax.parallel.shard import to_global, with_shardings
 from almost_jax.sampling import Sampler, SamplingConfig
 from almost_jax.train.loop import PreemptionGuard, Preempted
 from almost_jax.train.metrics import MetricsWriter
 from almost_jax.train.optim import make_optimizer
-from almost_jax.train.state import abstract_state, create_sharded_state, with_shardings
+from almost_jax.train.state import abstract_state, create_sharded_state
 from almost_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)

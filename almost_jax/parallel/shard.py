@@ -85,3 +85,9 @@ def to_host(x) -> np.ndarray:
         from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
+
+
+def with_shardings(abstract_tree, shardings):
+    """ShapeDtypeStructs that carry target shardings: what orbax restores onto."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        unbox(abstract_tree), shardings)

@@ -22,7 +22,8 @@ from almost_jax.parallel import MeshConfig, batch_sharding, logical_shardings, m
 from almost_jax.train.loop import LoopConfig, run_loop
 from almost_jax.train.metrics import MetricsWriter
 from almost_jax.train.optim import make_optimizer
-from almost_jax.train.state import abstract_state, create_sharded_state, state_shardings, with_shardings
+from almost_jax.parallel.shard import with_shardings
+from almost_jax.train.state import abstract_state, create_sharded_state, state_shardings
 from almost_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)

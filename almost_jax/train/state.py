@@ -50,9 +50,3 @@ def create_sharded_state(init: Any, tx, shardings: TrainState, seed: int) -> Tra
     params = jax.device_put(unbox(init), shardings.params)
     return jax.jit(lambda p: TrainState.create(p, tx, rng), in_shardings=(shardings.params,),
                    out_shardings=shardings)(params)
-
-
-def with_shardings(abstract_tree, shardings):
-    """ShapeDtypeStructs that carry target shardings: what orbax restores onto."""
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        unbox(abstract_tree), shardings)
