@@ -19,6 +19,7 @@ All randomness is ``random.Random`` seeded explicitly.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import hashlib
 import random
@@ -72,7 +73,7 @@ class Task:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-class Family:
+class Family(abc.ABC):
     """A task family: templates, a sampler for fields, the gold answer and a sloppy answer."""
 
     name: str = ""
@@ -82,22 +83,25 @@ class Family:
     def templates_for(self, difficulty: int) -> tuple[str, ...]:
         return self.templates
 
+    @abc.abstractmethod
     def sample_fields(self, rng: random.Random, difficulty: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """Random fields of one task at this difficulty."""
 
+    @abc.abstractmethod
     def answer(self, fields: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """The gold answer."""
 
+    @abc.abstractmethod
     def sloppy_answer(self, fields: dict[str, Any], rng: random.Random) -> str:
         """A wrong answer in the family's characteristic way (used by sloppy documents)."""
-        raise NotImplementedError
 
     def fields_from_strings(self, raw: dict[str, str]) -> dict[str, Any] | None:
         """Convert regex groups back to fields; None if they are out of the family's range."""
         return dict(raw)
 
+    @abc.abstractmethod
     def difficulty_of(self, fields: dict[str, Any], template: str) -> int | None:
-        raise NotImplementedError
+        """The difficulty of parsed fields, None if outside every level."""
 
     def render(self, template: str, fields: dict[str, Any]) -> str:
         return template.format(**fields)
