@@ -19,12 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from almost_jax.sampling.batcher import left_pad
-
-
-def bucket_length(n: int, bucket: int, max_len: int) -> int:
-    """`n` rounded up to a multiple of `bucket`, never beyond `max_len`."""
-    return min(max_len, -(-n // bucket) * bucket)
+from almost_jax.sampling.batcher import bucket_length, left_pad
 
 
 class LMScorer:

@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from almost_jax.data.rm_data import DEFAULT_TEMPLATE, encode_for_rm, pad_right
-from almost_jax.models.llama import abstract_or_init
-from almost_jax.parallel import DEFAULT_RULES, batch_sharding, logical_shardings, mesh_context
-from almost_jax.parallel.shard import to_global, to_host
+from almost_jax.models.llama import param_shardings
+from almost_jax.parallel import DEFAULT_RULES, batch_sharding, mesh_context
+from almost_jax.parallel.shard import batch_multiple, to_global, to_host
+from almost_jax.sampling.batcher import bucket_length
 
 
 def pairwise_loss(r_chosen: jax.Array, r_rejected: jax.Array):
@@ -60,11 +61,10 @@ class RewardScorer:
         if mesh is None:
             self._score, self._batch_sh = jax.jit(fn), None
         else:
-            shardings = logical_shardings(abstract_or_init(model.cfg, jax.random.key(0), "scalar"), mesh, self.rules)
+            shardings = param_shardings(model.cfg, mesh, self.rules, "scalar")
             params = jax.device_put(params, shardings)
             self._batch_sh = batch_sharding(mesh)
-            width = mesh.shape["data"] * mesh.shape["fsdp"]
-            batch_size = -(-batch_size // width) * width
+            batch_size = batch_multiple(batch_size, mesh)
             self._score = jax.jit(fn, in_shardings=(shardings, self._batch_sh, self._batch_sh))
         self.params, self.batch_size = params, batch_size
 
@@ -79,7 +79,7 @@ class RewardScorer:
         out = np.zeros(len(seqs), np.float32)
         for start in range(0, len(seqs), self.batch_size):
             chunk = seqs[start:start + self.batch_size]
-            length = min(self.max_len, -(-max(map(len, chunk)) // self.bucket) * self.bucket)
+            length = bucket_length(max(map(len, chunk)), self.bucket, self.max_len)
             ids, mask = pad_right(chunk + [[self.tok.eos_id]] * (self.batch_size - len(chunk)), length,
                                   self.tok.pad_id)
             out[start:start + len(chunk)] = self._run(ids, mask)[:len(chunk)]

@@ -146,6 +146,12 @@ def abstract_or_init(cfg: LlamaConfig, rng: Array, head: str = "lm", abstract: b
     return jax.eval_shape(fn, rng) if abstract else fn(rng)
 
 
+def param_shardings(cfg: LlamaConfig, mesh, rules, head: str = "lm", **kwargs):
+    """NamedShardings of a model's params on `mesh` under the logical rules (no weights made)."""
+    from almost_jax.parallel.shard import logical_shardings
+    return logical_shardings(abstract_or_init(cfg, jax.random.key(0), head, **kwargs), mesh, rules)
+
+
 def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype=None) -> tuple:
     """A zeroed KV cache: per layer (k, v) of shape [batch, kv_heads, length, head_dim]."""
     dtype = jnp.dtype(dtype or cfg.dtype)

@@ -39,6 +39,13 @@ def logical_shardings(boxed_tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     return jax.tree.map(fit, specs, shapes, is_leaf=lambda x: isinstance(x, P) or x is None)
 
 
+def batch_multiple(batch_size: int, mesh: Mesh) -> int:
+    """`batch_size` rounded up to a multiple of the batch axes' width (data x fsdp), so every
+    batch splits evenly over them (samplers pad short batches with dummy rows anyway)."""
+    width = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+    return -(-batch_size // width) * width
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

@@ -15,9 +15,9 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from almost_jax.models.llama import CausalLM, abstract_or_init
-from almost_jax.parallel import DEFAULT_RULES, batch_sharding, logical_shardings, mesh_context
-from almost_jax.parallel.shard import to_global, to_host
+from almost_jax.models.llama import CausalLM, param_shardings
+from almost_jax.parallel import DEFAULT_RULES, batch_sharding, mesh_context
+from almost_jax.parallel.shard import batch_multiple, to_global, to_host
 from almost_jax.sampling.engine import FINISH_NAMES, make_generate_fn
 from almost_jax.sampling.processors import SamplingConfig
 
@@ -35,6 +35,13 @@ class Completion:
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def bucket_length(n: int, bucket: int, max_len: int | None = None) -> int:
+    """`n` rounded up to a multiple of `bucket` (never beyond `max_len`): a few padded shapes,
+    so a stream of batches compiles one program per bucket."""
+    length = -(-n // bucket) * bucket
+    return length if max_len is None else min(max_len, length)
 
 
 def left_pad(seqs: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,10 +74,9 @@ class Sampler:
         self.mesh, self.rules = mesh, rules
         param_sh = self._batch_sh = None
         if mesh is not None:
-            param_sh = logical_shardings(abstract_or_init(model.cfg, jax.random.key(0), "lm"), mesh, rules)
+            param_sh = param_shardings(model.cfg, mesh, rules, "lm")
             self._batch_sh = batch_sharding(mesh)
-            width = mesh.shape["data"] * mesh.shape["fsdp"]
-            batch_size = -(-batch_size // width) * width
+            batch_size = batch_multiple(batch_size, mesh)
             params = None if params is None else jax.device_put(params, param_sh)
         self.params, self.batch_size = params, batch_size
         self._fn = make_generate_fn(model, cfg, tokenizer.eos_id, tokenizer.pad_id, stop_seqs, param_sh,
@@ -94,7 +100,7 @@ class Sampler:
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start:start + self.batch_size]
             seqs = [encoded[i] for i in idx] + [[self.tok.bos_id]] * (self.batch_size - len(idx))
-            length = -(-max(map(len, seqs)) // self.bucket) * self.bucket
+            length = bucket_length(max(map(len, seqs)), self.bucket)
             ids, mask = left_pad(seqs, length, self.tok.pad_id)
             out = self._run(params, ids, mask, jax.random.fold_in(key, b))
             for row, prompt_index in enumerate(idx):

@@ -7,7 +7,6 @@ split over the data axes. The data jobs (queries, comparisons, self-play) see on
 """
 from __future__ import annotations
 
-import jax
 from ml_collections import ConfigDict
 
 from almost_jax.checkpoints.load import load_model_params
@@ -15,8 +14,8 @@ from almost_jax.config_lib import llama_config
 from almost_jax.data.tokenizer import check_vocab, load_tokenizer
 from almost_jax.data.rm_data import DEFAULT_TEMPLATE
 from almost_jax.learners.reward import RewardScorer
-from almost_jax.models.llama import CausalLM, ScalarHeadModel, abstract_or_init
-from almost_jax.parallel import DEFAULT_RULES, MeshConfig, logical_shardings, make_mesh, rules_from_config
+from almost_jax.models.llama import CausalLM, ScalarHeadModel, param_shardings
+from almost_jax.parallel import DEFAULT_RULES, MeshConfig, make_mesh, rules_from_config
 from almost_jax.sampling import Sampler, SamplingConfig
 
 
@@ -36,7 +35,7 @@ def _placement(setup: ConfigDict, model_cfg, head: str):
     if not setup.get("mesh"):
         return None, None, None
     mesh, rules = make_mesh(MeshConfig.from_config(setup.mesh)), rules_from_config(setup.mesh.get("rules"))
-    return mesh, rules, logical_shardings(abstract_or_init(model_cfg, jax.random.key(0), head), mesh, rules)
+    return mesh, rules, param_shardings(model_cfg, mesh, rules, head)
 
 
 def build_reward_scorer(setup: ConfigDict) -> RewardScorer:

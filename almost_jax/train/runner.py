@@ -18,7 +18,7 @@ from ml_collections import ConfigDict
 from almost_jax.checkpoints.orbax_io import Checkpointer, save_params
 from almost_jax.data.lm_data import RowBatches
 from almost_jax.models.llama import abstract_or_init
-from almost_jax.parallel import MeshConfig, batch_sharding, logical_shardings, make_mesh, mesh_context, rules_from_config
+from almost_jax.parallel import MeshConfig, batch_sharding, make_mesh, mesh_context, rules_from_config
 from almost_jax.train.loop import LoopConfig, run_loop
 from almost_jax.train.metrics import MetricsWriter
 from almost_jax.train.optim import make_optimizer
@@ -67,11 +67,3 @@ def fit(cfg: ConfigDict, model_cfg, loss_fn: Callable, rows: dict[str, np.ndarra
             checkpointer.close()
     save_params(workdir / "params", state.params)
     return state.params, metrics
-
-
-def param_shardings(model_cfg, cfg: ConfigDict, head: str = "lm", **head_kwargs):
-    """(mesh, rules, NamedSharding tree) for a model's params under cfg.mesh."""
-    mesh = make_mesh(MeshConfig.from_config(cfg.mesh))
-    rules = rules_from_config(cfg.mesh.get("rules"))
-    boxed = abstract_or_init(model_cfg, jax.random.key(0), head, **head_kwargs)
-    return mesh, rules, logical_shardings(boxed, mesh, rules)
