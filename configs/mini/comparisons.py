@@ -6,10 +6,10 @@ queries outputs in work_dir/mini.
 """
 from pathlib import Path
 
-from almost_jax import stages
+from almost_jax.pipeline import job_configs
 from almost_jax.config_lib import load_config_file
 
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    return stages.comparisons_job(mini, Path(mini.workdir) / "comparisons")
+    return job_configs.comparisons_job(mini, Path(mini.workdir) / "comparisons")

@@ -6,10 +6,10 @@ batch logged beside the reward (evaluation only).
 """
 from pathlib import Path
 
-from almost_jax import stages
+from almost_jax.pipeline import job_configs
 from almost_jax.config_lib import load_config_file
 
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    return stages.ppo_job(mini, Path(mini.workdir) / "ppo")
+    return job_configs.ppo_job(mini, Path(mini.workdir) / "ppo")

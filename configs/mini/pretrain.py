@@ -5,10 +5,10 @@ job for member S; pick another size with --config.model.preset=mini-m / mini-l.
 """
 from pathlib import Path
 
-from almost_jax import stages
+from almost_jax.pipeline import job_configs
 from almost_jax.config_lib import load_config_file
 
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    return stages.member_config(mini, "S", Path(mini.workdir) / "pretrain")
+    return job_configs.member_config(mini, "S", Path(mini.workdir) / "pretrain")

@@ -4,10 +4,10 @@
 """
 from pathlib import Path
 
-from almost_jax import stages
+from almost_jax.pipeline import job_configs
 from almost_jax.config_lib import load_config_file
 
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    return stages.queries_job(mini, Path(mini.workdir) / "queries", "rm")
+    return job_configs.queries_job(mini, Path(mini.workdir) / "queries", "rm")

@@ -5,11 +5,11 @@ pipeline's synthetic comparisons in work_dir/mini; CPU, minutes.
 """
 from pathlib import Path
 
-from almost_jax import stages
+from almost_jax.pipeline import job_configs
 from almost_jax.config_lib import load_config_file
 
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
     root = Path(mini.workdir)
-    return stages.reward_job(mini, root / "reward" / "rm", root / "comparisons" / "comparisons.jsonl")
+    return job_configs.reward_job(mini, root / "reward" / "rm", root / "comparisons" / "comparisons.jsonl")

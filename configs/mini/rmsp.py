@@ -5,10 +5,10 @@ Needs the pipeline's outputs up to `reward` in work_dir/mini.
 """
 from pathlib import Path
 
-from almost_jax import stages
+from almost_jax.pipeline import job_configs
 from almost_jax.config_lib import load_config_file
 
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    return stages.rmsp_job(mini, Path(mini.workdir) / "rmsp" / "rm", "rm", int(mini.rmsp.n_candidates))
+    return job_configs.rmsp_job(mini, Path(mini.workdir) / "rmsp" / "rm", "rm", int(mini.rmsp.n_candidates))

@@ -5,10 +5,10 @@ minute).
 """
 from pathlib import Path
 
-from almost_jax import stages
+from almost_jax.pipeline import job_configs
 from almost_jax.config_lib import load_config_file
 
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    return stages.sft_job(mini, Path(mini.workdir) / "sft", "rm")
+    return job_configs.sft_job(mini, Path(mini.workdir) / "sft", "rm")

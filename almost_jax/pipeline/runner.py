@@ -26,7 +26,7 @@ log = logging.getLogger("almost_jax.pipeline")
 
 
 def _stages():
-    from almost_jax import stages as S  # imported lazily: stages pull in the whole package
+    from almost_jax.pipeline import stages as S  # imported lazily: stages pull in the whole package
     return S.STAGES
 
 
@@ -89,6 +89,3 @@ def cli():
     run_job(lambda cfg, stages: run_pipeline(cfg, stages), "configs/mini.py",
             lambda: {"stages": flags.DEFINE_list("stages", [], "run only these stages (default: all, in order)")})
 
-
-if __name__ == "__main__":
-    cli()

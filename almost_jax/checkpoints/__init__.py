@@ -1,0 +1,1 @@
+"""HF <-> Flax conversion and orbax save/restore onto a mesh."""

@@ -1,0 +1,3 @@
+from almost_jax.pipeline.runner import cli
+
+cli()

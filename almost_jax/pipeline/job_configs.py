@@ -1,0 +1,134 @@
+"""The pipeline config -> each job's own config: where every stage reads and writes, and which
+model, weights, tokenizer and sampling it uses. `configs/mini/<job>.py` call these too, so a
+single stage rerun alone sees exactly the config the pipeline gives it."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+
+def world_paths(workdir_root: Path) -> dict[str, Path]:
+    w = workdir_root / "world"
+    return {"corpus": w / "corpus.jsonl", "tokenizer": w / "tokenizer.model", "eval_tasks": w / "eval_tasks.jsonl",
+            "seed_queries": w / "seed_queries.jsonl"}
+
+
+def family_params(workdir_root: Path, member: str) -> Path:
+    return workdir_root / "pretrain" / member / "params"
+
+
+def member_config(cfg: ConfigDict, member: str, out: Path) -> ConfigDict:
+    """The pretrain job config of one family member: the shared `pretrain` block + its overrides."""
+    spec = cfg.family[member]
+    job = copy.deepcopy(cfg.pretrain)
+    with job.unlocked():
+        job.name = f"pretrain-{member}"
+        job.workdir = str(out / member)
+        job.model.preset = spec.preset
+        job.train.steps = int(spec.steps)
+        paths = world_paths(Path(cfg.workdir))
+        job.data.corpus, job.data.tokenizer = str(paths["corpus"]), str(paths["tokenizer"])
+    return job
+
+
+def sampler_setup(cfg: ConfigDict, preset: str, params: Path, sampling: ConfigDict, template: str = "",
+                  n_shots: int = 0) -> ConfigDict:
+    """A sampler setup (model + weights + tokenizer + prompt + sampling) on the mini world's tokenizer."""
+    root = Path(cfg.workdir)
+    return ConfigDict(dict(
+        model=ConfigDict(dict(preset=preset, hf_path="", dtype="float32", param_dtype="float32",
+                              remat=False, attention_impl="xla")),
+        params=str(params), tokenizer=str(world_paths(root)["tokenizer"]),
+        batch_size=int(cfg.sampling_batch_size), bucket=64, template=template, n_shots=n_shots,
+        sampling=copy.deepcopy(sampling)))
+
+
+def generator_setup(cfg: ConfigDict, member: str, sampling: ConfigDict, template: str = "", n_shots: int = 0) -> ConfigDict:
+    """The sampler setup of a vanilla family member."""
+    return sampler_setup(cfg, cfg.family[member].preset, family_params(Path(cfg.workdir), member), sampling,
+                         template, n_shots)
+
+
+def queries_job(cfg: ConfigDict, out: Path, name: str) -> ConfigDict:
+    """The queries job config of one query set (twice the wanted count, before de-duplication)."""
+    from almost_jax.jobs import queries
+    index = list(cfg.queries.sets.keys()).index(name)
+    job = queries.queries_config("miniworld")
+    with job.unlocked():
+        job.update(dict(output=str(out / f"{name}.jsonl"), num_queries=int(cfg.queries.sets[name]) * 2,
+                        seed=int(cfg.queries.seed) + index, families=list(cfg.world.families), id_prefix=f"{name}-"))
+    return job
+
+
+def comparison_setups(cfg: ConfigDict) -> ConfigDict:
+    setups = ConfigDict()
+    for name, spec in cfg.comparisons.setups.items():
+        setups[name] = generator_setup(cfg, spec.member, cfg.comparisons.sampling, spec.template, int(spec.n_shots))
+    return setups
+
+
+def comparisons_job(cfg: ConfigDict, out: Path) -> ConfigDict:
+    c = cfg.comparisons
+    return ConfigDict(dict(workdir=str(out), queries=str(Path(cfg.workdir) / "queries" / "rm.jsonl"), max_queries=0,
+                           on_error="raise", seed=int(c.seed), rubric=tuple(c.rubric), setups=comparison_setups(cfg),
+                           rules=copy.deepcopy(c.rules)))
+
+
+def reward_job(cfg: ConfigDict, out: Path, train_file: Path) -> ConfigDict:
+    job = copy.deepcopy(cfg.reward)
+    root = Path(cfg.workdir)
+    with job.unlocked():
+        job.workdir = str(out)
+        job.init_from = str(family_params(root, cfg.reward_init_member))
+        job.model.preset = cfg.family[cfg.reward_init_member].preset
+        job.data.train = str(train_file)
+        job.data.tokenizer = str(world_paths(root)["tokenizer"])
+    return job
+
+
+def rmsp_job(cfg: ConfigDict, out: Path, selection: str, n_candidates: int) -> ConfigDict:
+    from almost_jax.jobs.rmsp import rmsp_config
+    root = Path(cfg.workdir)
+    r = cfg.rmsp
+    job = rmsp_config()
+    with job.unlocked():
+        job.workdir, job.queries, job.seed, job.chunk_size = str(out), str(root / "queries" / "rmsp.jsonl"), int(r.seed), int(r.chunk_size)
+        job.selfplay.update(dict(n_candidates=n_candidates, max_assistant_turns=int(r.max_assistant_turns),
+                                 selection=selection, end_markers=list(r.end_markers)))
+        job.assistant = generator_setup(cfg, r.assistant_member, r.assistant_sampling, r.assistant_template, int(r.assistant_shots))
+        job.user = generator_setup(cfg, r.user_member, r.user_sampling, r.user_template, int(r.user_shots))
+        job.rm.model.update(dict(preset=cfg.family[cfg.reward_init_member].preset, dtype="float32", param_dtype="float32"))
+        job.rm.update(dict(params=str(root / "reward" / "rm" / "params"), tokenizer=str(world_paths(root)["tokenizer"]),
+                           max_len=int(cfg.reward.train.seq_len), batch_size=int(cfg.sampling_batch_size)))
+    return job
+
+
+def sft_job(cfg: ConfigDict, out: Path, selection: str) -> ConfigDict:
+    """SFT of the smallest member on the dialogues of one self-play selection ("rm" or "random")."""
+    root = Path(cfg.workdir)
+    job = copy.deepcopy(cfg.sft)
+    with job.unlocked():
+        job.workdir = str(out / selection)
+        job.init_from = str(family_params(root, cfg.sft_member))
+        job.model.preset = cfg.family[cfg.sft_member].preset
+        job.data.train = str(root / "rmsp" / selection / "dialogues.jsonl")
+        job.data.tokenizer = str(world_paths(root)["tokenizer"])
+    return job
+
+
+def ppo_job(cfg: ConfigDict, out: Path) -> ConfigDict:
+    from almost_jax.jobs import ppo
+    root = Path(cfg.workdir)
+    job = ppo.ppo_config()
+    preset, rm_preset = cfg.family[cfg.sft_member].preset, cfg.family[cfg.reward_init_member].preset
+    with job.unlocked():
+        job.update(dict(workdir=str(out), prompts=str(root / "queries" / "rl.jsonl"),
+                        tokenizer=str(world_paths(root)["tokenizer"]), policy_init=str(root / "sft" / "rm" / "params"),
+                        rm_params=str(root / "reward" / "rm" / "params"), rm_stats=str(root / "reward" / "rm" / "reward_stats.json"),
+                        rm_max_len=int(cfg.reward.train.seq_len), gold="miniworld"))
+        job.policy_model.preset, job.rm_model.preset = preset, rm_preset
+        job.ppo.update(cfg.ppo.to_dict())
+        job.optimizer.update(cfg.ppo_optimizer.to_dict())
+    return job

@@ -1,0 +1,88 @@
+"""Scoring policies on the held-out tasks, and the report stage: every policy's oracle score, RM
+score and win-rates against the prompted baseline, plus each stage's summary, in report.md,
+summary.json and plots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ml_collections import ConfigDict
+
+from almost_jax.pipeline.job_configs import family_params, reward_job, sampler_setup, world_paths
+
+
+def policy_replies(cfg: ConfigDict, params_path: Path, preset: str, template: str = "", n_shots: int = 0):
+    """(oracle scores, replies) of a policy on the held-out tasks under cfg.policy_eval's sampling."""
+    from almost_jax.data.schemas import PromptRecord, load_jsonl
+    from almost_jax.data.templates import load_prompt_file, prompt_path
+    from almost_jax.evaluation.oracle_eval import evaluate_policy
+    from almost_jax.synthetic.generation import build_sampler
+    root = Path(cfg.workdir)
+    sampler = build_sampler(sampler_setup(cfg, preset, params_path, cfg.policy_eval.sampling), cfg.policy_eval.sampling)
+    generate = lambda ps: [c.text for c in sampler.generate(ps, seed=int(cfg.policy_eval.seed), progress=False)]  # noqa: E731
+    tasks = load_jsonl(world_paths(root)["eval_tasks"], PromptRecord)
+    tmpl = load_prompt_file(prompt_path(template)) if template else None
+    return evaluate_policy(generate, tasks, tmpl, n_shots)
+
+
+def policy_scores(cfg: ConfigDict, params_path: Path, preset: str, template: str = "", n_shots: int = 0) -> dict:
+    """Oracle scores of a policy on the held-out tasks."""
+    return policy_replies(cfg, params_path, preset, template, n_shots)[0]
+
+
+def run_report(cfg: ConfigDict, out: Path) -> dict:
+    """report.md, summary.json and plots from every stage's outputs."""
+    from almost_jax.checkpoints.load import load_model_params
+    from almost_jax.config_lib import llama_config
+    from almost_jax.data.schemas import PromptRecord, load_jsonl
+    from almost_jax.data.tokenizer import load_tokenizer
+    from almost_jax.evaluation.report import markdown_table, write_report
+    from almost_jax.evaluation.winrate import oracle_judge, rm_judge, win_rate
+    from almost_jax.jobs import comparisons
+    from almost_jax.jobs.common import read_manifest
+    from almost_jax.learners.reward import RewardScorer
+    from almost_jax.miniworld import oracle
+    from almost_jax.models.llama import ScalarHeadModel
+    root = Path(cfg.workdir)
+    tasks = load_jsonl(world_paths(root)["eval_tasks"], PromptRecord)
+    queries = [t.prompt for t in tasks]
+    rm_job = reward_job(cfg, root / "reward" / "rm", Path(""))
+    rm_cfg = llama_config(rm_job.model)
+    scorer = RewardScorer(ScalarHeadModel(rm_cfg), load_model_params(root / "reward" / "rm" / "params", rm_cfg),
+                          load_tokenizer(world_paths(root)["tokenizer"]), int(cfg.reward.train.seq_len), 100)
+    judges = {"oracle": oracle_judge(), "rm": rm_judge(scorer)}
+    small = cfg.family[cfg.sft_member].preset
+    policies = []
+    heldout = root / "comparisons" / "heldout" / "responses"
+    for name, spec in cfg.comparisons.setups.items():
+        resp = comparisons.load_responses(heldout / f"{name}.jsonl", tasks)
+        label = f"setup {name} ({spec.member}, {spec.template.split('.')[0]}, {spec.n_shots}-shot)"
+        policies.append((f"setup_{name}", label, [resp[t.id]["response"] if t.id in resp else "" for t in tasks]))
+    _, base = policy_replies(cfg, family_params(root, cfg.sft_member), small, cfg.policy_eval.baseline_template,
+                             int(cfg.policy_eval.baseline_shots))
+    policies.append(("prompted_baseline", f"{cfg.sft_member} prompted ({cfg.policy_eval.baseline_shots}-shot)", base))
+    for key, label, path in (("sft_random", "SFT on random self-play (N=1)", root / "sft" / "random" / "params"),
+                             ("sft_rm", f"SFT on RM best-of-{cfg.rmsp.n_candidates} self-play", root / "sft" / "rm" / "params"),
+                             ("ppo", "PPO from SFT (RM)", root / "ppo" / "params")):
+        if path.exists():
+            policies.append((key, label, policy_replies(cfg, path, small)[1]))
+    rows = []
+    for key, label, replies in policies:
+        row = {"key": key, "name": label,
+               "oracle_score": float(np.mean([oracle.score(q, r) for q, r in zip(queries, replies)])),
+               "rm_score": float(np.mean(scorer.score([f"\n\nHuman: {q}" for q in queries], replies)))}
+        for jname, judge in judges.items():
+            row[f"winrate_{jname}"], row[f"winrate_{jname}_se"] = win_rate(judge, queries, replies, base)
+        rows.append(row)
+    rm = (read_manifest(root / "reward" / "manifest.json") or {}).get("summary", {})
+    comp = (read_manifest(root / "comparisons" / "manifest.json") or {}).get("summary", {})
+    bars = {"oracle agrees with\nsynthetic pairs (decisive)": comp.get("synthetic_oracle_agrees_decisive", float("nan")),
+            "RM: held-out synthetic\npairs": rm.get("rm_heldout_synthetic_accuracy", float("nan")),
+            "RM vs oracle\n(length filter)": rm.get("rm_oracle_agreement", float("nan")),
+            "RM vs oracle\n(no filter)": rm.get("rm_nofilter_oracle_agreement", float("nan"))}
+    sections = {"reward_model": rm, "comparisons": comp,
+                "family": (read_manifest(root / "family_eval" / "manifest.json") or {}).get("summary", {}),
+                "ppo": (read_manifest(root / "ppo" / "manifest.json") or {}).get("summary", {})}
+    write_report(out, rows, sections, bars, root / "ppo" / "metrics.jsonl")
+    print(markdown_table(rows))
+    return {r["key"]: round(r["oracle_score"], 4) for r in rows}
