@@ -18,10 +18,16 @@ from almost_jax.models.config import LlamaConfig, get_config
 
 
 def model_block(preset: str = "tiny", hf_path: str = "", dtype: str = "float32", param_dtype: str = "float32",
-                remat: bool = False, attention_impl: str = "xla") -> ConfigDict:
-    """`hf_path` (a HF checkpoint dir) wins over `preset` for the architecture."""
-    return ConfigDict(dict(preset=preset, hf_path=hf_path, dtype=dtype, param_dtype=param_dtype, remat=remat,
-                           attention_impl=attention_impl))
+                remat_policy: str = "none", scan_layers: bool = False, attention_impl: str = "xla",
+                remat: bool = False) -> ConfigDict:
+    """`hf_path` (a HF checkpoint dir) wins over `preset` for the architecture.
+
+    remat_policy: none / dots_saveable / dots_with_no_batch_dims_saveable / full (models.config);
+    `remat=True` is the older spelling of remat_policy="full". scan_layers: decoder layers under
+    lax.scan (compile time flat in depth; the pod configs turn it on, the CPU default is off)."""
+    return ConfigDict(dict(preset=preset, hf_path=hf_path, dtype=dtype, param_dtype=param_dtype,
+                           remat_policy=remat_policy, scan_layers=scan_layers, attention_impl=attention_impl,
+                           remat=remat))
 
 
 def mesh_block(data: int = 1, fsdp: int = -1, tensor: int = 1) -> ConfigDict:
@@ -51,7 +57,9 @@ def distributed_block() -> ConfigDict:
 
 
 def llama_config(model_cfg: ConfigDict) -> LlamaConfig:
-    numerics = dict(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype, remat=bool(model_cfg.remat),
+    numerics = dict(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype, remat=bool(model_cfg.get("remat", False)),
+                    remat_policy=model_cfg.get("remat_policy", "none"),
+                    scan_layers=bool(model_cfg.get("scan_layers", False)),
                     attention_impl=model_cfg.get("attention_impl", "xla"))
     if model_cfg.get("hf_path"):
         path = Path(model_cfg.hf_path) / "config.json"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -216,6 +217,69 @@ def make_hf_checkpoint(preset: str, directory: str, seed: int = 0) -> str:
     if not (path / "config.json").exists():
         save_hf_checkpoint(init_params(cfg, jax.random.key(seed)), cfg, path)
     return str(path)
+
+
+# ----------------------------------------------------------------- where a step's time goes
+
+def hlo_op_names(hlo_text: str) -> dict[str, str]:
+    """Instruction name -> the jax op it came from (`metadata={op_name=...}`) in optimized HLO."""
+    out = {}
+    for m in re.finditer(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]+)"', hlo_text, re.M):
+        out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def op_profile(trace_dir: str, steps: int = 1) -> dict:
+    """Where a step's time goes, from a `jax.profiler` trace on CPU (with the optimized HLO saved
+    beside it as hlo.txt, to name each op's source): per XLA op, wall time summed over XLA's
+    threads per step, and the same grouped by source (layer index dropped, forward / backward,
+    matmul or not), each with its share of all op time."""
+    from collections import Counter
+
+    from jax.profiler import ProfileData
+    files = sorted(Path(trace_dir).glob("**/*.xplane.pb"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        return {}
+    hlo = Path(trace_dir) / "hlo.txt"
+    names = hlo_op_names(hlo.read_text()) if hlo.is_file() else {}
+    per_op = Counter()
+    for plane in ProfileData.from_file(str(files[-1])).planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_XLA"):
+                continue
+            for ev in line.events:  # XLA's thunks; skip thread-pool bookkeeping
+                if not ev.name.startswith(("Threadpool", "ThunkExecutor", "end:", "Slinky")):
+                    per_op[ev.name] += ev.duration_ns
+    total = sum(per_op.values()) or 1
+    groups = Counter()
+    for name, ns in per_op.items():
+        groups[_op_group(name, names.get(name, ""))] += ns
+    row = lambda key, ns: {"op": key, "ms": ns / 1e6 / steps, "share": ns / total}  # noqa: E731
+    return {"total_ms": total / 1e6 / steps,
+            "ops": [dict(row(n, ns), source=_short_source(names.get(n, ""))) for n, ns in per_op.most_common(40)],
+            "groups": [row(k, ns) for k, ns in groups.most_common()]}
+
+
+def _short_source(op_name: str) -> str:
+    s = re.sub(r"^jit\([^)]*\)/", "", op_name)
+    return re.sub(r"^transpose\(jvp\((\w*)\)\)", r"bwd(\1)", re.sub(r"^jvp\((\w*)\)", r"fwd(\1)", s))
+
+
+def _op_group(xla_name: str, op_name: str) -> str:
+    """e.g. 'bwd model/layers_*/mlp/jit(silu) [elementwise]' for an op of any layer."""
+    src = _short_source(op_name)
+    phase = "bwd" if src.startswith("bwd") else "fwd" if src.startswith("fwd") else "other"
+    path = re.sub(r"layers_\d+", "layers_*", re.sub(r"^(bwd|fwd)\(\w*\)/?", "", src)) or "-"
+    kind = "matmul" if xla_name.startswith(("ynn_fusion", "dot", "onednn", "xnn")) else "other"
+    return f"{phase} {path} [{kind}]"
+
+
+def print_profile(title: str, profile: dict, top: int = 12) -> None:
+    cols = [("op", "XLA op", "{}"), ("ms", "ms/step", "{:.0f}"), ("share", "share", "{:.1%}")]
+    print_table(f"{title}: top ops of {profile['total_ms']:.0f} ms of XLA op time per step", profile["ops"][:top],
+                cols + [("source", "from", "{}")])
+    print_table(f"{title}: grouped by source", profile["groups"][:top],
+                [("op", "source [kind]", "{}")] + cols[1:])
 
 
 def print_table(title: str, rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> None:

@@ -66,7 +66,8 @@ def jax_worker(spec: dict) -> dict:
         step = make_train_step(loss_fn, shardings, batch_sh, schedule)
         state, metrics = step(state, batch)  # compile
         first_loss = float(metrics["loss"])
-        compiled_mem = step.lower(state, batch).compile().memory_analysis()
+        compiled = step.lower(state, batch).compile()
+        compiled_mem = compiled.memory_analysis()
 
         def run():
             nonlocal state
@@ -81,6 +82,9 @@ def jax_worker(spec: dict) -> dict:
     out = {"step_s": seconds, "first_loss": first_loss, "limits": common.device_limits(spec["dtype"], spec["peak_tflops"])}
     if compiled_mem is not None:
         out["xla_temp_gb"] = compiled_mem.temp_size_in_bytes / 2**30
+    if spec.get("profile"):
+        Path(spec["profile"], "hlo.txt").write_text(compiled.as_text())
+        out["profile"] = common.op_profile(spec["profile"], spec["steps"] * spec["repeats"])
     return out
 
 
@@ -188,6 +192,9 @@ def main():
                 elif jax_tok_s:
                     row["jax_vs"] = jax_tok_s / row["tok_s"]
                 rows.append(row)
+            if results["almost_jax"].get("profile"):
+                common.print_profile(f"almost_jax {preset} {shape} {batch}x{seq} (trace: {spec['profile']})",
+                                     results["almost_jax"]["profile"])
     if limits:
         print(f"\ndevice {limits['device_kind']} x{limits['n_devices']}, {dtype} compute / fp32 params; peak "
               f"{limits['peak_flops'] / 1e9:.0f} GFLOP/s ({limits['peak_source']})")

@@ -1,7 +1,9 @@
 """Hugging Face LLaMA checkpoints <-> almost_jax params.
 
 One table (`tensor_map`) says, for every HF tensor name, where it lives in the Flax tree and how it
-is reshaped; loading and saving both read it, so the two directions cannot drift apart.
+is reshaped; loading and saving both read it, so the two directions cannot drift apart. With
+scanned layers (`cfg.scan_layers`) a layer's tensor is one slice of a stacked param
+(`model/layers/...` [layers, ...]); the table names the slice.
 HF stores q/k projections in the rotate-half rotary layout, which is the layout our attention
 uses, so HF weights load without the q/k row permutation that Meta's original interleaved
 `consolidated.*.pth` layout would need (HF's own conversion script applies it).
@@ -18,10 +20,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from almost_jax.models.config import LlamaConfig
 from almost_jax.parallel.shard import to_host
@@ -36,8 +40,18 @@ def load_hf_config(path: str | Path) -> LlamaConfig:
     return LlamaConfig.from_hf(json.loads(f.read_text()))
 
 
-def tensor_map(cfg: LlamaConfig, head: str = "lm") -> dict[str, tuple[tuple[str, ...], Callable, Callable]]:
-    """HF name -> (flax path, hf->flax fn, flax->hf fn)."""
+class Entry(NamedTuple):
+    """Where one HF tensor lives: `path` in the Flax tree, `layer` (the slice of a stacked param,
+    None when unstacked), and the reshapes both ways."""
+
+    path: tuple[str, ...]
+    layer: Optional[int]
+    to_flax: Callable
+    to_hf: Callable
+
+
+def tensor_map(cfg: LlamaConfig, head: str = "lm") -> dict[str, Entry]:
+    """HF name -> Entry, for the param layout `cfg` describes (unrolled or scanned layers)."""
     d, h, kv, hd = cfg.hidden_size, cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
     same = (lambda w: w, lambda w: w)
     linear = (lambda w: w.T, lambda w: w.T)
@@ -46,25 +60,27 @@ def tensor_map(cfg: LlamaConfig, head: str = "lm") -> dict[str, tuple[tuple[str,
         return (lambda w: w.T.reshape(d, n, hd), lambda w: w.reshape(d, n * hd).T)
 
     out_proj = (lambda w: w.T.reshape(h, hd, d), lambda w: w.reshape(h * hd, d).T)
-    table = {"model.embed_tokens.weight": (("model", "embed_tokens", "embedding"), *same),
-             "model.norm.weight": (("model", "norm", "scale"), *same)}
+    table = {"model.embed_tokens.weight": Entry(("model", "embed_tokens", "embedding"), None, *same),
+             "model.norm.weight": Entry(("model", "norm", "scale"), None, *same)}
+    per_layer = {"self_attn.q_proj.weight": (("self_attn", "q_proj", "kernel"), heads(h)),
+                 "self_attn.k_proj.weight": (("self_attn", "k_proj", "kernel"), heads(kv)),
+                 "self_attn.v_proj.weight": (("self_attn", "v_proj", "kernel"), heads(kv)),
+                 "self_attn.o_proj.weight": (("self_attn", "o_proj", "kernel"), out_proj),
+                 "mlp.gate_proj.weight": (("mlp", "gate_proj", "kernel"), linear),
+                 "mlp.up_proj.weight": (("mlp", "up_proj", "kernel"), linear),
+                 "mlp.down_proj.weight": (("mlp", "down_proj", "kernel"), linear),
+                 "input_layernorm.weight": (("input_layernorm", "scale"), same),
+                 "post_attention_layernorm.weight": (("post_attention_layernorm", "scale"), same)}
     for i in range(cfg.num_layers):
-        hf, fx = f"model.layers.{i}.", ("model", f"layers_{i}")
-        table.update({
-            hf + "self_attn.q_proj.weight": (fx + ("self_attn", "q_proj", "kernel"), *heads(h)),
-            hf + "self_attn.k_proj.weight": (fx + ("self_attn", "k_proj", "kernel"), *heads(kv)),
-            hf + "self_attn.v_proj.weight": (fx + ("self_attn", "v_proj", "kernel"), *heads(kv)),
-            hf + "self_attn.o_proj.weight": (fx + ("self_attn", "o_proj", "kernel"), *out_proj),
-            hf + "mlp.gate_proj.weight": (fx + ("mlp", "gate_proj", "kernel"), *linear),
-            hf + "mlp.up_proj.weight": (fx + ("mlp", "up_proj", "kernel"), *linear),
-            hf + "mlp.down_proj.weight": (fx + ("mlp", "down_proj", "kernel"), *linear),
-            hf + "input_layernorm.weight": (fx + ("input_layernorm", "scale"), *same),
-            hf + "post_attention_layernorm.weight": (fx + ("post_attention_layernorm", "scale"), *same),
-        })
+        for name, (sub, fns) in per_layer.items():
+            if cfg.scan_layers:
+                table[f"model.layers.{i}.{name}"] = Entry(("model", "layers") + sub, i, *fns)
+            else:
+                table[f"model.layers.{i}.{name}"] = Entry(("model", f"layers_{i}") + sub, None, *fns)
     if head == "lm" and not cfg.tie_word_embeddings:
-        table["lm_head.weight"] = (("lm_head", "kernel"), *linear)
+        table["lm_head.weight"] = Entry(("lm_head", "kernel"), None, *linear)
     if head == "scalar":
-        table["score_head.weight"] = (("score_head", "kernel"), *linear)
+        table["score_head.weight"] = Entry(("score_head", "kernel"), None, *linear)
     return table
 
 
@@ -142,6 +158,40 @@ def _get(tree: dict, path: tuple[str, ...]):
     return tree
 
 
+def _read(params: dict, entry: Entry):
+    """The Flax value of one HF tensor: a param, or one layer's slice of a stacked param."""
+    value = _get(params, entry.path)
+    return value if entry.layer is None else value[entry.layer]
+
+
+def _layer_sharding(stacked: NamedSharding) -> NamedSharding:
+    """The sharding of one layer's slice of a stacked param (its leading axis dropped)."""
+    return NamedSharding(stacked.mesh, P(*tuple(stacked.spec)[1:]))
+
+
+class _Stacker:
+    """Collects the per-layer slices of stacked params as they stream in; a param is complete
+    (and placed on its sharding) once all its layers have arrived."""
+
+    def __init__(self, num_layers: int, shardings):
+        self.n, self.shardings, self.slices = num_layers, shardings, {}
+
+    def add(self, entry: Entry, value):
+        """Store one slice; returns the stacked param when this was its last missing layer."""
+        sharding = None if self.shardings is None else _get(self.shardings, entry.path)
+        if sharding is None:  # on the host: one preallocated buffer, no second copy
+            buf = self.slices.setdefault(entry.path, [np.empty((self.n,) + value.shape, value.dtype), 0])
+            buf[0][entry.layer] = value
+            buf[1] += 1
+            return self.slices.pop(entry.path)[0] if buf[1] == self.n else None
+        parts = self.slices.setdefault(entry.path, {})
+        parts[entry.layer] = jax.device_put(value, _layer_sharding(sharding))
+        if len(parts) < self.n:
+            return None
+        del self.slices[entry.path]
+        return jax.jit(lambda *xs: jnp.stack(xs), out_shardings=sharding)(*(parts[i] for i in range(self.n)))
+
+
 def load_hf_checkpoint(path: str | Path, cfg: Optional[LlamaConfig] = None, head: str = "lm", shardings=None,
                        dtype: Optional[str] = None) -> tuple[LlamaConfig, dict]:
     """(config, params). `head="scalar"` reads an LM checkpoint's trunk (the score head is then
@@ -152,7 +202,7 @@ def load_hf_checkpoint(path: str | Path, cfg: Optional[LlamaConfig] = None, head
     if cfg.vocab_size != file_cfg.vocab_size:
         raise ValueError(f"{path}: checkpoint vocab_size {file_cfg.vocab_size} != model vocab_size {cfg.vocab_size}")
     table, shapes = tensor_map(cfg, head), expected_shapes(cfg, head)
-    params, seen = {}, set()
+    params, seen, stacker = {}, set(), _Stacker(cfg.num_layers, shardings)
     for name, array in iter_hf_tensors(path):
         if name.endswith(IGNORED_SUFFIXES):
             continue
@@ -164,13 +214,16 @@ def load_hf_checkpoint(path: str | Path, cfg: Optional[LlamaConfig] = None, head
         if tuple(array.shape) != shapes[name]:
             raise ValueError(f"{path}: tensor {name!r} has shape {tuple(array.shape)} but the config expects "
                              f"{shapes[name]}")
-        flax_path, to_flax, _ = table[name]
-        value = to_flax(array)
+        entry = table[name]
+        value = entry.to_flax(array)
         if dtype is not None:
             value = value.astype(dtype)
-        if shardings is not None:
-            value = jax.device_put(value, _get(shardings, flax_path))
-        _set(params, flax_path, value)
+        if entry.layer is not None:
+            value = stacker.add(entry, value)
+        elif shardings is not None:
+            value = jax.device_put(value, _get(shardings, entry.path))
+        if value is not None:
+            _set(params, entry.path, value)
         seen.add(name)
     missing = [n for n in table if n not in seen and not (head == "scalar" and n == "score_head.weight")]
     if missing:
@@ -188,16 +241,16 @@ def save_hf_checkpoint(params: dict, cfg: LlamaConfig, path: str | Path, max_sha
     head = "scalar" if "score_head" in params else "lm"
     table = tensor_map(cfg, head)
     if jax.process_index() != 0:
-        for flax_path, _, _ in table.values():  # every host takes part in gathering sharded arrays
-            to_host(_get(params, flax_path))
+        for entry in table.values():  # every host takes part in gathering sharded arrays
+            to_host(_read(params, entry))
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
     try:
         shards: list[dict[str, np.ndarray]] = [{}]
         size = 0
-        for name, (flax_path, _, to_hf) in table.items():
-            array = np.ascontiguousarray(to_hf(to_host(_get(params, flax_path))))
+        for name, entry in table.items():
+            array = np.ascontiguousarray(entry.to_hf(to_host(_read(params, entry))))
             if dtype is not None:
                 array = array.astype(dtype)
             if size and size + array.nbytes > max_shard_bytes:

@@ -1,5 +1,6 @@
 """Load model params for a job from whatever the config points at: an almost_jax params dir
-(orbax) or a Hugging Face checkpoint dir (config.json + safetensors / .bin)."""
+(orbax) or a Hugging Face checkpoint dir (config.json + safetensors / .bin), in the layer layout
+the model config asks for (unrolled `layers_{i}` or scanned `layers`), whichever was stored."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import jax
 
 from almost_jax.checkpoints.orbax_io import load_params
 from almost_jax.models.config import LlamaConfig
+from almost_jax.models.llama import layers_are_stacked, stack_layers, unstack_layers
 
 
 def is_hf_dir(path: str | Path) -> bool:
@@ -26,11 +28,36 @@ def load_model_params(path: str | Path, model_cfg: LlamaConfig, head: str = "lm"
         from almost_jax.checkpoints.hf import load_hf_checkpoint
         _, params = load_hf_checkpoint(path, model_cfg, head=head, shardings=shardings)
         return params
-    if shardings is not None:
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), _stored_shapes(path))
+    stored_stacked = layers_are_stacked(abstract)
+    if shardings is None:
+        params = load_params(path)
+    else:
         from almost_jax.parallel.shard import with_shardings
-        abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), _stored_shapes(path))
-        return load_params(path, with_shardings(abstract, _match(shardings, abstract)))
-    return load_params(path)
+        stored_sh = (shardings if stored_stacked == model_cfg.scan_layers
+                     else _relayout_shardings(shardings, model_cfg.num_layers))
+        params = load_params(path, with_shardings(abstract, _match(stored_sh, abstract)))
+    if stored_stacked == model_cfg.scan_layers:
+        return params
+    convert = stack_layers if model_cfg.scan_layers else unstack_layers
+    if shardings is None:
+        return convert(params)
+    out = _match(shardings, jax.eval_shape(convert, params))
+    return jax.jit(convert, out_shardings=out, donate_argnums=0)(params)
+
+
+def _relayout_shardings(shardings, num_layers: int):
+    """The model's param shardings for the other layer layout (a stacked param's sharding is its
+    layers' sharding behind a leading, unsharded `layers` axis)."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    trunk = dict(shardings["model"])
+    if "layers" in trunk:
+        one = jax.tree.map(lambda s: NamedSharding(s.mesh, P(*tuple(s.spec)[1:])), trunk.pop("layers"))
+        trunk.update({f"layers_{i}": one for i in range(num_layers)})
+    else:
+        layers = [trunk.pop(f"layers_{i}") for i in range(num_layers)]
+        trunk["layers"] = jax.tree.map(lambda s: NamedSharding(s.mesh, P(None, *s.spec)), layers[0])
+    return {**shardings, "model": trunk}
 
 
 def _stored_shapes(path: Path):

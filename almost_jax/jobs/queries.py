@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
+from almost_jax.config_lib import model_block
 from almost_jax.data.schemas import PromptRecord, load_jsonl, write_jsonl_atomic
 from almost_jax.data.templates import load_seed_queries, prompt_path
 from almost_jax.jobs.common import run_job, write_manifest
@@ -111,8 +112,7 @@ def queries_config(source: str = "self_instruct") -> ConfigDict:
         source=source, output="work_dir/queries/queries.jsonl", num_queries=10000, seed=0, id_prefix="q",
         families=(), seed_file="seed_queries.txt", n_shots=10, rouge_threshold=0.5, batch_prompts=64, max_rounds=1000,
         rules=ConfigDict(dict(min_chars=30, max_chars=250, long_query_rule="intent")),
-        generator=ConfigDict(dict(model=ConfigDict(dict(preset="llama1-30b", hf_path="", dtype="bfloat16",
-                                                        param_dtype="bfloat16", remat=False, attention_impl="xla")),
+        generator=ConfigDict(dict(model=model_block("llama1-30b", dtype="bfloat16", param_dtype="bfloat16"),
                                   params="", tokenizer="", batch_size=64, bucket=64,
                                   sampling=ConfigDict(dict(temperature=1.2, top_p=0.9, max_new_tokens=64,
                                                            stop_strings=("\n",))))),

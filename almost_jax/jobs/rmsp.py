@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
+from almost_jax.config_lib import model_block
 from almost_jax.data import chat
 from almost_jax.data.schemas import DialogueRecord, PromptRecord, load_jsonl, read_jsonl
 from almost_jax.data.templates import load_prompt_file, prompt_path
@@ -78,8 +79,7 @@ def run(cfg: ConfigDict) -> dict:
 def rmsp_config() -> ConfigDict:
     """Defaults: N=4 candidates, up to 3 assistant turns (the paper's values were not recovered)."""
     setup = lambda: ConfigDict(dict(  # noqa: E731
-        model=ConfigDict(dict(preset="llama1-30b", hf_path="", dtype="bfloat16", param_dtype="bfloat16", remat=False,
-                              attention_impl="xla")),
+        model=model_block("llama1-30b", dtype="bfloat16", param_dtype="bfloat16"),
         params="", tokenizer="", batch_size=32, bucket=64, template="", n_shots=3,
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=384, n=1,
                                  stop_strings=("\n\nHuman:", "\n\n-----")))))
@@ -87,9 +87,7 @@ def rmsp_config() -> ConfigDict:
                           selfplay=ConfigDict(dict(n_candidates=4, max_assistant_turns=3, selection="rm",
                                                    end_markers=("[END]",))),
                           assistant=setup(), user=setup(),
-                          rm=ConfigDict(dict(model=ConfigDict(dict(preset="llama1-7b", hf_path="", dtype="bfloat16",
-                                                                   param_dtype="bfloat16", remat=False,
-                                                                   attention_impl="xla")),
+                          rm=ConfigDict(dict(model=model_block("llama1-7b", dtype="bfloat16", param_dtype="bfloat16"),
                                              params="", tokenizer="", max_len=1024, batch_size=32))))
     cfg.assistant.template = "assistant_detailed.txt"
     cfg.user.sampling.stop_strings = ("\n\nAssistant:", "\n\n-----")

@@ -26,14 +26,26 @@ def masked_lm_loss(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array
     return jnp.sum(nll * weights) / jnp.maximum(count, 1.0), count
 
 
+def next_token_targets(input_ids: jax.Array, loss_mask: jax.Array):
+    """(targets, weights) [B, T] aligned with the positions that predict them: position t predicts
+    token t+1 with that token's loss_mask; the last position predicts nothing (weight 0)."""
+    pad = jnp.zeros_like(input_ids[:, :1])
+    targets = jnp.concatenate([input_ids[:, 1:], pad], axis=1)
+    weights = jnp.concatenate([loss_mask[:, 1:], pad], axis=1).astype(jnp.float32)
+    return targets, weights
+
+
 def make_lm_loss(model):
     """loss_fn(params, batch, rng) for the shared train step; batch has input_ids, attention_mask,
-    loss_mask (all [B, T]) and, for packed rows, positions (attention_mask then holds segment ids)."""
+    loss_mask (all [B, T]) and, for packed rows, positions (attention_mask then holds segment ids).
+    The same loss as `masked_lm_loss`, through the model's chunked LM head (CausalLM.token_loss),
+    which never holds [B, T, vocab] logits or their gradient."""
     def loss_fn(params, batch, rng):
         del rng
-        logits, _ = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                                batch.get("positions"))
-        loss, count = masked_lm_loss(logits, batch["input_ids"], batch["loss_mask"])
-        return loss, {"target_tokens": count}
+        targets, weights = next_token_targets(batch["input_ids"], batch["loss_mask"])
+        total = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], targets, weights,
+                            batch.get("positions"), method="token_loss")
+        count = jnp.sum(weights)
+        return total / jnp.maximum(count, 1.0), {"target_tokens": count}
 
     return loss_fn

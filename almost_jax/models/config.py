@@ -11,6 +11,10 @@ from typing import Any, Mapping, Optional
 
 SUPPORTED_HF_ARCHITECTURES = ("LlamaForCausalLM",)
 SUPPORTED_HF_MODEL_TYPES = ("llama",)
+# Per decoder layer, what the forward pass keeps for the backward pass: everything ("none": no
+# rematerialisation), only matmul outputs ("dots_saveable"), only matmuls without batch dims
+# (projections, not attention scores), or only the layer's input ("full": recompute the layer).
+REMAT_POLICIES = ("none", "dots_saveable", "dots_with_no_batch_dims_saveable", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +47,13 @@ class LlamaConfig:
     # Numerics and memory; not part of the architecture (never written to config.json).
     dtype: str = "float32"  # compute dtype of activations, e.g. "bfloat16"
     param_dtype: str = "float32"  # storage dtype of parameters
-    remat: bool = False  # rematerialise each decoder layer in the backward pass
+    # What each decoder layer keeps for the backward pass (see REMAT_POLICIES); `remat=True` is the
+    # older spelling of remat_policy="full" and still works.
+    remat_policy: str = "none"
+    remat: bool = False
+    # One decoder layer under jax.lax.scan over stacked params (a leading `layers` axis): compile
+    # time independent of depth. Off = a Python loop of distinct layers (faster to run on CPU).
+    scan_layers: bool = False
     attention_impl: str = "xla"  # "xla" (plain einsum softmax) or "cudnn" (jax.nn.dot_product_attention)
 
     def __post_init__(self):
@@ -54,6 +64,13 @@ class LlamaConfig:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.attention_impl not in ("xla", "cudnn"):
             raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+
+    @property
+    def layer_remat(self) -> str:
+        """The remat policy in force: remat_policy, or "full" for the older `remat=True`."""
+        return "full" if self.remat and self.remat_policy == "none" else self.remat_policy
 
     @property
     def kv_heads(self) -> int:

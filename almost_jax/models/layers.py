@@ -16,7 +16,9 @@ import jax.numpy as jnp
 from almost_jax.models.config import LlamaConfig
 
 Array = jax.Array
-KVCache = tuple  # per layer: (k [B, kv_heads, S, head_dim], v [B, kv_heads, S, head_dim])
+# A layer's (k, v), each [B, kv_heads, S, head_dim]; with scanned layers one (k, v) pair for the
+# whole stack, each [B, layers, kv_heads, S, head_dim] (batch first, like every other array).
+KVCache = tuple
 
 
 def dense_init(axes, stddev=0.02):
@@ -94,36 +96,77 @@ def attention_mask(query_slots: Array, kv_mask: Array) -> Array:
 
     kv_mask [B, S] holds 0 for padding and a segment id > 0 for real tokens (plain 0/1 masks are
     the one-segment case): a query in slot i sees key slots j <= i of its own segment, so packed
-    examples never attend to each other.
+    examples never attend to each other. query_slots: [T] for every row, or [B, T] per row.
     """
     key_slots = jnp.arange(kv_mask.shape[-1])
-    causal = key_slots[None, :] <= query_slots[:, None]  # [T, S]
-    q_seg = jnp.take(kv_mask, query_slots, axis=1)  # [B, T]
+    slots = jnp.broadcast_to(query_slots, kv_mask.shape[:1] + query_slots.shape[-1:])  # [B, T]
+    causal = key_slots[None, None, :] <= slots[:, :, None]  # [B, T, S]
+    q_seg = jnp.take_along_axis(kv_mask, slots, axis=1)  # [B, T]
     same = (q_seg[:, :, None] == kv_mask[:, None, :]) & (kv_mask[:, None, :] > 0)
-    return (causal[None] & same)[:, None, None]
+    return (causal & same)[:, None, None]
+
+
+def write_cache(cache: KVCache, k: Array, v: Array, cache_index, layer=None):
+    """Write T new keys/values [B, kv_heads, T, d] at slot `cache_index`; return the updated cache
+    and this layer's full keys/values. With a stacked cache `layer` picks the layer; only the new
+    slots are written, so the (loop-carried) cache is updated in place."""
+    ck, cv = cache
+    if layer is None:
+        ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, 0, cache_index, 0))
+        cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, cache_index, 0))
+        return (ck, cv), ck, cv
+    at = (0, layer, 0, cache_index, 0)
+    ck = jax.lax.dynamic_update_slice(ck, k[:, None].astype(ck.dtype), at)
+    cv = jax.lax.dynamic_update_slice(cv, v[:, None].astype(cv.dtype), at)
+    read = lambda c: jax.lax.dynamic_index_in_dim(c, layer, axis=1, keepdims=False)  # noqa: E731
+    return (ck, cv), read(ck), read(cv)
+
+
+def attention_core(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """softmax(q k^T / sqrt(d), masked) v for grouped heads: q [B, T, heads, d], k and v
+    [B, kv_heads, S, d] (head-major), mask [B, 1, 1, T, S] -> [B, T, heads, d]. Scores and
+    softmax in float32."""
+    b, t, h, d = q.shape
+    kvh = k.shape[1]
+    qg = q.reshape(b, t, kvh, h // kvh, d)
+    scores = jnp.einsum("btkgd,bksd->bkgts", qg, k).astype(jnp.float32)
+    scores = scores / math.sqrt(d)
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    return jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, h, d)
+
+
+def take_rows(x: Array, index: Array) -> Array:
+    """x [B, T, ...] at per-row positions index [B, T'] -> [B, T', ...]."""
+    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
 class Attention(nn.Module):
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, x, positions, kv_mask, query_slots, cache: Optional[KVCache], cache_index):
+    def __call__(self, x, positions, kv_mask, query_slots, cache: Optional[KVCache], cache_index, layer=None,
+                 select=None):
+        """select [B, T']: compute queries (and outputs) only at these positions of each row; keys
+        and values still come from every position (a reward model reads one position)."""
         cfg = self.cfg
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         h, kvh, d = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
 
-        def proj(name, heads, axes):
-            return Projection((heads, d), ("embed",) + axes, 1, dtype, pdtype, name=name)(x)
+        def proj(name, heads, axes, inp):
+            return Projection((heads, d), ("embed",) + axes, 1, dtype, pdtype, name=name)(inp)
 
-        q = proj("q_proj", h, ("heads", "head_dim"))
-        k = proj("k_proj", kvh, ("kv_heads", "head_dim"))
-        v = proj("v_proj", kvh, ("kv_heads", "head_dim"))
+        q_positions = positions
+        if select is not None:
+            q_positions, query_slots = jnp.take_along_axis(positions, select, axis=1), select
+        q = proj("q_proj", h, ("heads", "head_dim"), x if select is None else take_rows(x, select))
+        k = proj("k_proj", kvh, ("kv_heads", "head_dim"), x)
+        v = proj("v_proj", kvh, ("kv_heads", "head_dim"), x)
         inv_freq = rope_inverse_frequencies(cfg)
-        q = constrain(apply_rotary(q, positions, inv_freq), ("act_batch", "act_length", "act_heads", None))
+        q = constrain(apply_rotary(q, q_positions, inv_freq), ("act_batch", "act_length", "act_heads", None))
         k = apply_rotary(k, positions, inv_freq)
 
         mask = attention_mask(query_slots, kv_mask)  # [B, 1, 1, T, S]
-        b, t = q.shape[:2]
         if cfg.attention_impl == "cudnn" and cache is None:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, 0], implementation="cudnn")
         else:
@@ -131,18 +174,10 @@ class Attention(nn.Module):
             # so a decode step never transposes the whole cache (it only writes T new slots).
             k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
             if cache is not None:  # write this step's keys/values into the preallocated cache
-                ck, cv = cache
-                k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, 0, cache_index, 0))
-                v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, cache_index, 0))
-                cache = (k, v)
+                cache, k, v = write_cache(cache, k, v, cache_index, layer)
             k = constrain(k, ("act_batch", "act_kv_heads", "act_kv_length", None))
             v = constrain(v, ("act_batch", "act_kv_heads", "act_kv_length", None))
-            qg = q.reshape(b, t, kvh, h // kvh, d)
-            scores = jnp.einsum("btkgd,bksd->bkgts", qg, k.astype(dtype)).astype(jnp.float32)
-            scores = scores / math.sqrt(d)
-            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-            probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-            out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(dtype)).reshape(b, t, h, d)
+            out = attention_core(q, k.astype(dtype), v.astype(dtype), mask)
         out = constrain(out, ("act_batch", "act_length", "act_heads", None))
         y = Projection((cfg.hidden_size,), ("heads", "head_dim", "embed"), 2, dtype, pdtype, name="o_proj")(out)
         return y, cache
@@ -170,12 +205,13 @@ class DecoderLayer(nn.Module):
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, x, positions, kv_mask, query_slots, cache, cache_index):
+    def __call__(self, x, positions, kv_mask, query_slots, cache, cache_index, layer=None, select=None):
+        """select [B, T']: the output only at these positions (see Attention)."""
         cfg = self.cfg
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         norm = lambda name: RMSNorm(cfg.rms_norm_eps, dtype, pdtype, name=name)  # noqa: E731
         attn_out, cache = Attention(cfg, name="self_attn")(
-            norm("input_layernorm")(x), positions, kv_mask, query_slots, cache, cache_index)
-        x = x + attn_out
+            norm("input_layernorm")(x), positions, kv_mask, query_slots, cache, cache_index, layer, select)
+        x = (x if select is None else take_rows(x, select)) + attn_out
         x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
         return constrain(x, ("act_batch", "act_length", "act_embed")), cache

@@ -13,6 +13,7 @@ Rules = tuple[tuple[str, object], ...]
 
 DEFAULT_RULES: Rules = (
     # parameters
+    ("layers", None),  # the stacked-layer axis of scanned params (each step reads one layer)
     ("vocab", "tensor"),
     ("embed", "fsdp"),
     ("heads", "tensor"),

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
+from almost_jax.config_lib import model_block
+
 
 def world_paths(workdir_root: Path) -> dict[str, Path]:
     w = workdir_root / "world"
@@ -38,8 +40,7 @@ def sampler_setup(cfg: ConfigDict, preset: str, params: Path, sampling: ConfigDi
     """A sampler setup (model + weights + tokenizer + prompt + sampling) on the mini world's tokenizer."""
     root = Path(cfg.workdir)
     return ConfigDict(dict(
-        model=ConfigDict(dict(preset=preset, hf_path="", dtype="float32", param_dtype="float32",
-                              remat=False, attention_impl="xla")),
+        model=model_block(preset),
         params=str(params), tokenizer=str(world_paths(root)["tokenizer"]),
         batch_size=int(cfg.sampling_batch_size), bucket=64, template=template, n_shots=n_shots,
         sampling=copy.deepcopy(sampling)))

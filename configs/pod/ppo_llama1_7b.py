@@ -18,6 +18,6 @@ def get_config():
     cfg.rm_params = f"{BUCKET}/almost/reward_7b/params"
     cfg.rm_stats = f"{BUCKET}/almost/reward_7b/reward_stats.json"
     for block in (cfg.policy_model, cfg.rm_model):
-        block.preset, block.dtype, block.remat = "llama1-7b", "bfloat16", True
+        block.preset, block.dtype, block.remat_policy, block.scan_layers = "llama1-7b", "bfloat16", "full", True
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 1, -1, 1
     return cfg

@@ -17,6 +17,7 @@ def get_config():
     cfg.num_queries = 10000
     g = cfg.generator
     g.model.preset = "llama1-30b"
+    g.model.scan_layers = True
     g.params = f"{BUCKET}/models/llama1-30b-hf"
     g.tokenizer = f"{BUCKET}/models/llama1-30b-hf/tokenizer.model"
     g.batch_size = 64

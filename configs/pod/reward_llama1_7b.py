@@ -18,6 +18,7 @@ def get_config():
     cfg.data.train = f"{BUCKET}/almost/comparisons/comparisons.jsonl"
     cfg.data.tokenizer = f"{BUCKET}/models/llama1-7b-hf/tokenizer.model"
     cfg.model.dtype = "bfloat16"
-    cfg.model.remat = True
+    cfg.model.remat_policy = "full"
+    cfg.model.scan_layers = True  # compile time flat in depth
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 1, -1, 1  # FSDP over all chips
     return cfg

@@ -17,12 +17,14 @@ def get_config():
     cfg.queries = f"{BUCKET}/almost/queries/rmsp.jsonl"
     for player, template in ((cfg.assistant, "assistant_detailed.txt"), (cfg.user, "user_simulator.txt")):
         player.model.preset = "llama1-30b"
+        player.model.scan_layers = True
         player.params = f"{BUCKET}/models/llama1-30b-hf"
         player.tokenizer = f"{BUCKET}/models/llama1-30b-hf/tokenizer.model"
         player.template = template
         with player.unlocked():
             player.mesh = mesh_block(data=-1, fsdp=1, tensor=4)
     cfg.rm.params = f"{BUCKET}/almost/reward_7b/params"
+    cfg.rm.model.scan_layers = True
     cfg.rm.tokenizer = f"{BUCKET}/models/llama1-7b-hf/tokenizer.model"
     with cfg.rm.unlocked():
         cfg.rm.mesh = mesh_block(data=-1, fsdp=1, tensor=4)

@@ -17,5 +17,6 @@ def get_config():
     cfg.data.tokenizer = f"{BUCKET}/models/llama1-7b-hf/tokenizer.model"
     cfg.export_hf = True
     cfg.model.dtype = "bfloat16"
-    cfg.model.remat = True
+    cfg.model.remat_policy = "full"
+    cfg.model.scan_layers = True  # compile time flat in depth
     return cfg
