@@ -22,7 +22,7 @@ def test_next_token_targets_align_with_the_predicting_position():
 @pytest.mark.parametrize("tie", [False, True])
 def test_loss_and_grads_equal_the_plain_logits_path(tie):
     cfg = get_config("tiny").replace(tie_word_embeddings=tie)
-    params = init_params(cfg, jax.random.key(0))
+    params = jax.jit(init_params, static_argnums=0)(cfg, jax.random.key(0))
     rs = np.random.RandomState(0)
     batch = {"input_ids": jnp.asarray(rs.randint(3, cfg.vocab_size, (3, 16)), jnp.int32),
              "attention_mask": jnp.ones((3, 16), jnp.int32),

@@ -6,12 +6,14 @@ Rotary embeddings use the Hugging Face "rotate-half" layout, so HF q/k weights l
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from almost_jax.models.config import LlamaConfig
 
@@ -25,11 +27,42 @@ def dense_init(axes, stddev=0.02):
     return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
 
 
+LINEAR_OUTPUT = "linear_output"  # checkpoint name of every projection's output (see llama.REMAT_POLICY_FNS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def linear(x: Array, kernel: Array, in_dims: int) -> Array:
+    """x [..., *in] . kernel [*in, *out] -> [..., *out], with its own VJP.
+
+    JAX's generic rule computes a kernel's gradient transposed (dy^T x) and then transposes it,
+    which XLA on CPU turns into a strided copy of every [tokens, features] output gradient (a
+    tenth of a train step at d=256-768). Here the kernel's gradient is one dot_general in the
+    kernel's own layout (x^T dy), as a hand-written backward would do.
+    """
+    return jnp.tensordot(x, kernel, axes=in_dims)
+
+
+def _linear_fwd(x, kernel, in_dims):
+    return linear(x, kernel, in_dims), (x, kernel)
+
+
+def _linear_bwd(in_dims, residuals, dy):
+    x, kernel = residuals
+    batch, out = x.ndim - in_dims, kernel.ndim - in_dims
+    dx = jnp.tensordot(dy, kernel, axes=(tuple(range(batch, batch + out)), tuple(range(in_dims, kernel.ndim))))
+    dkernel = jnp.tensordot(x, dy, axes=(tuple(range(batch)), tuple(range(batch))))
+    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+linear.defvjp(_linear_fwd, _linear_bwd)
+
+
 class Projection(nn.Module):
     """A bias-free linear map whose kernel keeps its N-d shape, e.g. [embed, heads, head_dim].
 
     (flax's DenseGeneral initialises a flat kernel and reshapes it, which breaks logical
-    sharding constraints on the kernel under a mesh.)
+    sharding constraints on the kernel under a mesh.) The output is named LINEAR_OUTPUT for
+    remat policies that keep matmul results.
     """
 
     out_shape: tuple
@@ -42,7 +75,8 @@ class Projection(nn.Module):
     def __call__(self, x: Array) -> Array:
         shape = tuple(x.shape[-self.in_dims:]) + tuple(self.out_shape)
         kernel = self.param("kernel", dense_init(self.axes), shape, self.param_dtype)
-        return jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.in_dims)
+        y = linear(x.astype(self.dtype), kernel.astype(self.dtype), self.in_dims)
+        return checkpoint_name(y, LINEAR_OUTPUT)
 
 
 def constrain(x: Array, axes: tuple) -> Array:
@@ -192,8 +226,7 @@ class MLP(nn.Module):
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
 
         def dense(name, features, axes, inp):
-            return nn.Dense(features, use_bias=False, dtype=dtype, param_dtype=pdtype,
-                            kernel_init=dense_init(axes), name=name)(inp)
+            return Projection((features,), axes, 1, dtype, pdtype, name=name)(inp)
 
         gate = dense("gate_proj", cfg.intermediate_size, ("embed", "mlp"), x)
         up = dense("up_proj", cfg.intermediate_size, ("embed", "mlp"), x)

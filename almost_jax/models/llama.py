@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from almost_jax.models.config import LlamaConfig
-from almost_jax.models.layers import DecoderLayer, RMSNorm, constrain, dense_init, take_rows
+from almost_jax.models.layers import LINEAR_OUTPUT, DecoderLayer, RMSNorm, constrain, dense_init, take_rows
 from almost_jax.models.lm_head import head_cross_entropy, num_chunks_for
 
 Array = jax.Array
@@ -39,8 +39,16 @@ def last_token_index(attention_mask: Array) -> Array:
     return t - 1 - jnp.argmax((attention_mask[:, ::-1] > 0).astype(jnp.int32), axis=-1)
 
 
-REMAT_POLICY_FNS = {"full": None, "dots_saveable": jax.checkpoint_policies.dots_saveable,
-                    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+def _with_projections(policy):
+    """A dot-saving policy that also keeps the projections' outputs (they come out of a custom
+    VJP, layers.linear, which the dot policies do not see as dots)."""
+    cp = jax.checkpoint_policies
+    return cp.save_from_both_policies(policy, cp.save_only_these_names(LINEAR_OUTPUT))
+
+
+REMAT_POLICY_FNS = {"full": None, "dots_saveable": _with_projections(jax.checkpoint_policies.dots_saveable),
+                    "dots_with_no_batch_dims_saveable": _with_projections(
+                        jax.checkpoint_policies.dots_with_no_batch_dims_saveable)}
 
 
 def decoder_layer_class(cfg: LlamaConfig):

@@ -32,6 +32,12 @@ def _unchunk(x: Array) -> Array:
     return jnp.moveaxis(x, 0, 1).reshape((b, n * c) + x.shape[3:])
 
 
+def _gathered(kernel: Array) -> Array:
+    """The kernel with its embed axis unsharded (vocab stays split over `tensor`): gathered once,
+    before the loop over chunks, not once per chunk."""
+    return constrain(kernel, (None, "vocab"))
+
+
 def _chunk_nll(hidden, kernel, targets, dtype):
     """Logits of one chunk [B, C, V] (float32) and each token's -log p(target)."""
     logits = jnp.einsum("bcd,dv->bcv", hidden.astype(dtype), kernel.astype(dtype),
@@ -49,6 +55,8 @@ def head_cross_entropy(hidden: Array, kernel: Array, targets: Array, weights: Ar
 
     hidden [B, T, d], kernel [d, V], targets and weights [B, T]; T must split into num_chunks.
     Differentiable in hidden and kernel (weights and targets are data)."""
+    kernel = _gathered(kernel)
+
     def body(total, xs):
         h, t, w = xs
         _, _, nll = _chunk_nll(h, kernel, t, dtype)
@@ -61,6 +69,7 @@ def head_cross_entropy(hidden: Array, kernel: Array, targets: Array, weights: Ar
 
 def _forward(hidden, kernel, targets, weights, num_chunks, dtype):
     vocab = kernel.shape[-1]
+    kernel = _gathered(kernel)
 
     def body(carry, xs):
         total, d_kernel = carry
