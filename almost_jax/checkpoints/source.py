@@ -27,6 +27,7 @@ from typing import Collection, Optional
 from ml_collections import ConfigDict
 
 from almost_jax.checkpoints.load import is_hf_dir
+from almost_jax.config_lib import llama_config
 from almost_jax.data.tokenizer import Tokenizer, check_vocab, tokenizer_from_config
 from almost_jax.models.config import LlamaConfig, get_config
 
@@ -77,19 +78,16 @@ def has_tokenizer(path: str | Path) -> bool:
 
 def model_source(block: ConfigDict, params_key: str = "params", model_key: Optional[str] = None) -> tuple[LlamaConfig, str]:
     """(architecture + numerics, where from): `model.hf_path` > the HF params dir's config.json >
-    `model.preset`."""
+    `model.preset` (config_lib.llama_config reads the block)."""
     model_key = model_key or SOURCE_KEYS[params_key][0]
     m = _get(block, model_key)
     params = str(block.get(params_key) or "")
-    numerics = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=bool(m.remat),
-                    attention_impl=m.get("attention_impl", "xla"))
-    for where, path in ((f"{model_key}.hf_path", m.get("hf_path", "")), (params_key, params)):
-        if path and is_hf_dir(path):
-            return LlamaConfig.from_hf(json.loads((Path(path) / "config.json").read_text()), **numerics), \
-                f"{Path(path) / 'config.json'} ({where})"
-        if path and where.endswith("hf_path"):
-            raise FileNotFoundError(f"{where}: no config.json in {path}")
-    return get_config(m.preset, **numerics), f"preset {m.preset}"
+    if m.get("hf_path"):
+        return llama_config(m), f"{Path(m.hf_path) / 'config.json'} ({model_key}.hf_path)"
+    if params and is_hf_dir(params):
+        return llama_config(ConfigDict({**m.to_dict(), "hf_path": params})), \
+            f"{Path(params) / 'config.json'} ({params_key})"
+    return llama_config(m), f"preset {m.preset}"
 
 
 def tokenizer_path(block: ConfigDict, params_key: str = "params", tokenizer_key: Optional[str] = None) -> tuple[str, str]:

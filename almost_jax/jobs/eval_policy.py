@@ -40,7 +40,7 @@ def run(cfg: ConfigDict) -> list[dict]:
     model_cfg, tok = src.model, src.tokenizer
     params = load_model_params(src.params, model_cfg)
     lm = LMScorer(CausalLM(model_cfg), params, tok.pad_id, int(cfg.max_len), int(cfg.batch_size), int(cfg.bucket))
-    scorer = TextScorer(lm, tok, bool(cfg.add_bos))
+    scorer = TextScorer(lm, tok, bool(cfg.add_bos) and tok.add_bos)  # BOS only where the model uses one
     results = []
     for path in cfg.files:
         lm.n_truncated = 0
