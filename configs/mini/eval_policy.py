@@ -16,7 +16,7 @@ def get_config():
         **tokenizer_fields("work_dir/mini/world/tokenizer.model"),
         files=(), format="auto",
         # Tokens per scored input, left-truncated; 0 = the model's context. ALMoST: 1024 (HHH), 512 (TruthfulQA).
-        max_len=1024, batch_size=16, bucket=64, add_bos=True,
+        max_len=1024, batch_size=16, bucket=64, add_bos=True,  # BOS first, when the model uses one
         static_hhh=ConfigDict(dict(prompt="ab_judge.txt", answers=(" A", " B"))),
         # mode: true_false (ALMoST: rank choices by p(" true")) | loglik_sum | loglik_mean.
         truthfulqa=ConfigDict(dict(mode="true_false", prompt="tf_judge.txt", true_text=" true",
