@@ -177,7 +177,7 @@ def test_smollm2_parity_with_transformers(smollm2):
 
     cfg, params = load_hf_checkpoint(smollm2)
     tok = load_tokenizer(smollm2)
-    ref = transformers.AutoModelForCausalLM.from_pretrained(str(smollm2), torch_dtype=torch.float32).eval()
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(smollm2), dtype=torch.float32).eval()
     prompt = "\n\nHuman: What is the capital of France, and why is it famous?\n\nAssistant:"
     ids = tok.encode(prompt, add_bos=tok.add_bos)
     with torch.no_grad():

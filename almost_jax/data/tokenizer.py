@@ -56,9 +56,9 @@ class Tokenizer(abc.ABC):
     def decode(self, ids: Sequence[int]) -> str:
         """Text of the ids (special tokens kept as their pieces)."""
 
-    @abc.abstractmethod
     def token_to_id(self, token: str) -> Optional[int]:
-        """The id of one vocabulary entry, or None."""
+        """The id of one vocabulary entry, or None (a tokenizer that cannot look tokens up)."""
+        return None
 
     def describe(self) -> str:
         return (f"{self.path} ({type(self).__name__}, {self.vocab_size} tokens, bos={self.bos_id} "
