@@ -35,7 +35,7 @@ def get_config() -> ConfigDict:
         L=ConfigDict(dict(preset="mini-l", steps=800)),
     ))
     cfg.pretrain = ConfigDict(dict(
-        name="pretrain", workdir="", model=model_block(preset="mini-s"), mesh=mesh_block(),
+        name="pretrain", workdir="", init_from="", model=model_block(preset="mini-s"), mesh=mesh_block(),
         distributed=distributed_block(),
         data=ConfigDict(dict(corpus="", tokenizer="", allow_vocab_padding=0, on_error="raise")),
         optimizer=optimizer_block(lr=3e-3, weight_decay=0.01, schedule="cosine", warmup_ratio=0.05, min_lr_ratio=0.1,
