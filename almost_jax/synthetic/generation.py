@@ -12,9 +12,8 @@ from ml_collections import ConfigDict
 from almost_jax.checkpoints.load import load_model_params
 from almost_jax.config_lib import llama_config
 from almost_jax.data.tokenizer import check_vocab, load_tokenizer
-from almost_jax.data.rm_data import DEFAULT_TEMPLATE
-from almost_jax.learners.reward import RewardScorer
-from almost_jax.models.llama import CausalLM, ScalarHeadModel, param_shardings
+from almost_jax.learners.reward import RewardScorer, load_reward_model
+from almost_jax.models.llama import CausalLM, param_shardings
 from almost_jax.parallel import DEFAULT_RULES, MeshConfig, make_mesh, rules_from_config
 from almost_jax.sampling import Sampler, SamplingConfig
 
@@ -23,33 +22,26 @@ def build_sampler(setup: ConfigDict, sampling: ConfigDict | None = None) -> Samp
     model_cfg = llama_config(setup.model)
     tok = load_tokenizer(setup.tokenizer)
     check_vocab(tok, model_cfg.vocab_size, int(setup.get("allow_vocab_padding", 0)))
-    mesh, rules, shardings = _placement(setup, model_cfg, "lm")
+    mesh, rules = _placement(setup)
+    shardings = param_shardings(model_cfg, mesh, rules, "lm") if mesh is not None else None
     params = load_model_params(setup.params, model_cfg, shardings=shardings)
     return Sampler(CausalLM(model_cfg), params, tok, SamplingConfig.from_config(sampling or setup.sampling),
                    batch_size=int(setup.get("batch_size", 32)), bucket=int(setup.get("bucket", 32)), mesh=mesh,
                    rules=rules or DEFAULT_RULES)
 
 
-def _placement(setup: ConfigDict, model_cfg, head: str):
-    """(mesh, rules, param shardings) from the setup's optional mesh block; all None without one."""
+def _placement(setup: ConfigDict):
+    """(mesh, rules) from the setup's optional mesh block; (None, None) without one."""
     if not setup.get("mesh"):
-        return None, None, None
-    mesh, rules = make_mesh(MeshConfig.from_config(setup.mesh)), rules_from_config(setup.mesh.get("rules"))
-    return mesh, rules, param_shardings(model_cfg, mesh, rules, head)
+        return None, None
+    return make_mesh(MeshConfig.from_config(setup.mesh)), rules_from_config(setup.mesh.get("rules"))
 
 
 def build_reward_scorer(setup: ConfigDict) -> RewardScorer:
-    """A reward model from a setup block (model, params, tokenizer, max_len, batch_size, optional
-    mesh), loaded straight into its shards like `build_sampler`'s policy."""
-    model_cfg = llama_config(setup.model)
-    tok = load_tokenizer(setup.tokenizer)
-    check_vocab(tok, model_cfg.vocab_size, int(setup.get("allow_vocab_padding", 0)))
-    mesh, rules, shardings = _placement(setup, model_cfg, "scalar")
-    params = load_model_params(setup.params, model_cfg, head="scalar", shardings=shardings)
-    if "score_head" not in params:
-        raise ValueError(f"{setup.params} has no score_head: it is a language model, not a reward model")
-    return RewardScorer(ScalarHeadModel(model_cfg), params, tok, int(setup.max_len), int(setup.get("batch_size", 32)),
-                        setup.get("input_template", DEFAULT_TEMPLATE), mesh=mesh, rules=rules)
+    """The reward model of a setup block (`path`: the RM dir train_rm wrote, `batch_size`, optional
+    mesh) under its scoring contract, loaded straight into its shards like `build_sampler`'s policy."""
+    mesh, rules = _placement(setup)
+    return load_reward_model(setup.path, mesh, rules, int(setup.get("batch_size", 32)))
 
 
 def load_generator(setup: ConfigDict):
