@@ -128,6 +128,14 @@ def select_by_kl_budget(directory: Path, kl_budget: float) -> Optional[dict]:
     return selected
 
 
+def trained_params(policy_cfg, value_cfg=None) -> dict:
+    """Abstract (boxed) params of what the job trains: the policy, and the value model if there is one."""
+    boxed = {"policy": abstract_or_init(policy_cfg, jax.random.key(0), "lm")}
+    if value_cfg is not None:
+        boxed["value"] = abstract_or_init(value_cfg, jax.random.key(0), "scalar")
+    return boxed
+
+
 def run(cfg: ConfigDict) -> dict:
     out = Path(cfg.workdir)
     rc = cfg.rl
@@ -141,9 +149,8 @@ def run(cfg: ConfigDict) -> dict:
     if not prompts:
         raise ValueError(f"no prompts in {cfg.prompts}")
     rm_dir = contract_dir(cfg.rm_path)
-    boxed = {"policy": abstract_or_init(policy_cfg, jax.random.key(0), "lm")}
-    if alg.value_model:  # the RM's architecture, from its contract
-        boxed["value"] = abstract_or_init(model_config(RewardContract.load(rm_dir), rm_dir), jax.random.key(0), "scalar")
+    value_cfg = model_config(RewardContract.load(rm_dir), rm_dir) if alg.value_model else None  # the RM's architecture
+    boxed = trained_params(policy_cfg, value_cfg)
     updates_per_step = int(rc.ppo_epochs) * (batch // int(rc.step_batch_size))
     setup = build_setup(cfg, boxed, out, int(rc.steps) * updates_per_step, extra={"kl_coef": float(rc.kl_coef)})
     policy = CausalLM(policy_cfg)
