@@ -186,6 +186,34 @@ def test_preempted_rloo_resumes_with_the_command_line_kl_coef(assets, toy_run, t
         np.testing.assert_allclose(resumed[k], straight[k], atol=1e-6, err_msg=k)
 
 
+def test_missing_eos_penalty_and_policy_snapshots(assets, tmp_path, monkeypatch):
+    monkeypatch.setattr(rl_job, "load_reward_model", lambda *a, **k: ToyReward())
+    summary = rl_job.run(job_config(assets, tmp_path, "rloo", steps=3, missing_eos_penalty=0.5, keep_policy_every=1,
+                                    kl_budget=1e6))
+    got = rows(tmp_path)
+    for r in got:  # the score trained on: the RM's normalised score, minus 0.5 for each reply cut by the length limit
+        assert r["rl/score"] == pytest.approx(r["rl/reward_normalized"] - 0.5 * r["rl/no_eos_fraction"], abs=1e-6)
+    assert max(r["rl/no_eos_fraction"] for r in got) > 0
+    # the policy each step starts from, with the KL and reward of the rollouts it sampled (logged one step later)
+    index = json.loads((tmp_path / "policies" / "index.json").read_text())
+    assert sorted(index) == ["1", "2"] and all((tmp_path / "policies" / f"step_{s}").is_dir() for s in index)
+    for s, entry in index.items():
+        row = next(r for r in got if r["step"] == int(s) + 1)
+        assert entry["kl"] == row["rl/kl"] and entry["reward"] == row["rl/reward"]
+    assert summary["selected_step"] == 2
+    last, final = _flat(load_params(tmp_path / "policies" / "step_2")), _flat(load_params(tmp_path / "params"))
+    assert not all(np.allclose(last[k], final[k]) for k in final)  # kept before step 2's update, not after it
+
+
+def test_select_by_kl_budget_takes_the_last_step_within_it(tmp_path):
+    (tmp_path / "index.json").write_text(json.dumps({"2": {"kl": 0.1, "reward": 1.0}, "4": {"kl": 0.5, "reward": 3.0},
+                                                     "6": {"kl": 0.3, "reward": 2.0}}))
+    assert rl_job.select_by_kl_budget(tmp_path, 0.35)["step"] == 6  # not 4 (over budget), not the best reward
+    assert json.loads((tmp_path / "selected.json").read_text())["params"] == str(tmp_path / "step_6")
+    assert rl_job.select_by_kl_budget(tmp_path, 0.2)["step"] == 2
+    assert rl_job.select_by_kl_budget(tmp_path, 0.05) is None
+
+
 def test_learner_logprobs_equal_the_samplers(assets):
     """The sampler's log-prob of each drawn token (temperature-scaled, padded vocab rows excluded) is
     what the learner recomputes for the same rollout: same offset, temperature and vocabulary."""
