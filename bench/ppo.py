@@ -44,7 +44,7 @@ def job_inputs(spec: dict, directory: Path) -> dict:
     text = [" ".join(rs.choice(words, 30)) for _ in range(300)]
     (directory / "corpus.txt").write_text("\n".join(text))
     spm.SentencePieceTrainer.train(input=str(directory / "corpus.txt"), model_prefix=str(directory / "sp"),
-                                   vocab_size=256, model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=3,
+                                   vocab_size=100, model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=3,
                                    minloglevel=2)
     # each prompt longer than the query length, so every query is Q tokens (the sampler keeps the end)
     prompts = [" ".join(rs.choice(words, spec["query_len"] * 2)) for _ in range(spec["rollout_batch"])]
@@ -55,7 +55,7 @@ def job_inputs(spec: dict, directory: Path) -> dict:
     save_params(directory / "rm" / "params", with_score_head(lm, cfg, jax.random.key(1), 0.02))
     RewardContract(max_len=spec["query_len"] + spec["response_len"] + 64, reward_stats_n=1,
                    architecture=dataclasses.asdict(cfg), tokenizer=str(directory / "sp.model"),
-                   tokenizer_vocab_size=256).save(directory / "rm")
+                   tokenizer_vocab_size=100).save(directory / "rm")
     return {"vocab": cfg.vocab_size}
 
 
@@ -73,7 +73,7 @@ def jax_worker(spec: dict) -> dict:
         vocab = job_inputs(spec, directory)["vocab"]
         cfg = rl_config(spec["algorithm"])
         cfg.update(dict(workdir=str(directory / "work"), prompts=str(directory / "prompts.jsonl"),
-                        tokenizer=str(directory / "sp.model"), allow_vocab_padding=vocab - 256,
+                        tokenizer=str(directory / "sp.model"), allow_vocab_padding=vocab - 100,
                         policy_init=spec["ckpt"], rm_path=str(directory / "rm")))
         cfg.policy_model.update(dict(hf_path=spec["ckpt"], dtype=spec["dtype"], param_dtype="float32",
                                      remat=spec["remat"]))
