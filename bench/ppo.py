@@ -10,10 +10,9 @@ training (ppo_epochs x minibatch updates).
 The worker runs `jobs.rl.run` itself on `--iterations` + 1 steps and reads the phase times the job
 logs for every step (metrics.jsonl: time_rollout_s, time_scoring_s, time_train_s); the first step
 compiles everything and is left out. Models: random weights of the preset (one shared HF
-checkpoint), the RM its trunk with a random head saved with a scoring contract, prompts of random
-words long enough to fill the query length, a small SentencePiece tokenizer (the model's extra
-vocabulary rows are padding the sampler never draws; the FLOPs are the model's). The algorithm's
-defaults (`rl_config`), with the batch sizes and lengths given here.
+checkpoint), the RM its trunk with a random head saved with a scoring contract, a word-level
+tokenizer over the whole vocabulary and prompts of random words that fill the query length. The
+algorithm's defaults (`rl_config`), with the batch sizes and lengths given here.
 """
 from __future__ import annotations
 
@@ -25,38 +24,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
 
 
-def job_inputs(spec: dict, directory: Path) -> dict:
-    """Tokenizer, prompts and a reward model with its contract, written once into `directory`."""
+def job_inputs(spec: dict, directory: Path) -> None:
+    """A word-level tokenizer covering the model's whole vocabulary (as a real checkpoint's does: no
+    padded rows), prompts of random words filling the query length, and a reward model with its
+    contract, written into `directory`."""
     import dataclasses
     import json
 
     import jax
     import numpy as np
-    import sentencepiece as spm
+    from tokenizers import Tokenizer, models, pre_tokenizers
     from almost_jax.checkpoints.hf import load_hf_checkpoint, load_hf_config
     from almost_jax.checkpoints.load import with_score_head
     from almost_jax.checkpoints.orbax_io import save_params
     from almost_jax.data.rm_data import RewardContract
 
+    cfg = load_hf_config(spec["ckpt"]).replace(dtype=spec["dtype"], param_dtype="float32", remat=spec["remat"])
     directory.mkdir(parents=True, exist_ok=True)
-    rs = np.random.RandomState(0)
-    words = "alpha beta gamma delta red blue green one two three sum sort list what is the of".split()
-    text = [" ".join(rs.choice(words, 30)) for _ in range(300)]
-    (directory / "corpus.txt").write_text("\n".join(text))
-    spm.SentencePieceTrainer.train(input=str(directory / "corpus.txt"), model_prefix=str(directory / "sp"),
-                                   vocab_size=100, model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=3,
-                                   minloglevel=2)
-    # each prompt longer than the query length, so every query is Q tokens (the sampler keeps the end)
-    prompts = [" ".join(rs.choice(words, spec["query_len"] * 2)) for _ in range(spec["rollout_batch"])]
+    vocab = {"<unk>": 0, "<|begin_of_text|>": 1, "<|end_of_text|>": 2, **{f"w{i}": i for i in range(3, cfg.vocab_size)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(directory / "tokenizer.json"))
+    rs = np.random.RandomState(0)  # each prompt longer than the query length: every query is Q tokens
+    prompts = [" ".join(f"w{i}" for i in rs.randint(3, cfg.vocab_size, spec["query_len"])) for _ in range(spec["rollout_batch"])]
     (directory / "prompts.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n"
                                                      for i, p in enumerate(prompts)))
-    cfg = load_hf_config(spec["ckpt"]).replace(dtype=spec["dtype"], param_dtype="float32", remat=spec["remat"])
     _, lm = load_hf_checkpoint(spec["ckpt"], cfg)
     save_params(directory / "rm" / "params", with_score_head(lm, cfg, jax.random.key(1), 0.02))
-    RewardContract(max_len=spec["query_len"] + spec["response_len"] + 64, reward_stats_n=1,
-                   architecture=dataclasses.asdict(cfg), tokenizer=str(directory / "sp.model"),
-                   tokenizer_vocab_size=100).save(directory / "rm")
-    return {"vocab": cfg.vocab_size}
+    RewardContract(max_len=spec["query_len"] + spec["response_len"] + 16, reward_stats_n=1,
+                   architecture=dataclasses.asdict(cfg), tokenizer=str(directory / "tokenizer.json"),
+                   tokenizer_vocab_size=cfg.vocab_size).save(directory / "rm")
 
 
 def jax_worker(spec: dict) -> dict:
@@ -70,11 +67,11 @@ def jax_worker(spec: dict) -> dict:
 
     directory = Path(tempfile.mkdtemp(prefix="bench_rl_"))
     try:
-        vocab = job_inputs(spec, directory)["vocab"]
+        job_inputs(spec, directory)
         cfg = rl_config(spec["algorithm"])
         cfg.update(dict(workdir=str(directory / "work"), prompts=str(directory / "prompts.jsonl"),
-                        tokenizer=str(directory / "sp.model"), allow_vocab_padding=vocab - 100,
-                        policy_init=spec["ckpt"], rm_path=str(directory / "rm")))
+                        tokenizer=str(directory / "tokenizer.json"), policy_init=spec["ckpt"],
+                        rm_path=str(directory / "rm")))
         cfg.policy_model.update(dict(hf_path=spec["ckpt"], dtype=spec["dtype"], param_dtype="float32",
                                      remat=spec["remat"]))
         cfg.rl.update(dict(steps=spec["iterations"] + 1, rollout_batch_size=spec["rollout_batch"],
