@@ -38,10 +38,9 @@ log = logging.getLogger(__name__)
 SOURCE_KEYS = {
     "params": ("model", "tokenizer"),  # sampler setups, chat, eval_policy, rmsp's rm block
     "init_from": ("model", "data.tokenizer"),  # sft, train_rm, pretrain (continued pretraining)
-    "policy_init": ("policy_model", "tokenizer"),  # ppo's policy
-    "rm_params": ("rm_model", "tokenizer"),  # ppo's reward model (shares the policy's tokenizer)
-    "rm_path": ("model", "tokenizer"),  # eval_rm
+    "policy_init": ("policy_model", "tokenizer"),  # the RL job's policy
 }
+# Reward models are not listed: they load with their scoring contract (learners.reward.load_reward_model).
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "kv_heads",
                        "dim_per_head", "tie_word_embeddings")
 

@@ -11,9 +11,8 @@ from ml_collections import ConfigDict
 
 from almost_jax.checkpoints.load import load_model_params
 from almost_jax.checkpoints.source import resolve
-from almost_jax.data.rm_data import DEFAULT_TEMPLATE
-from almost_jax.learners.reward import RewardScorer
-from almost_jax.models.llama import CausalLM, ScalarHeadModel, param_shardings
+from almost_jax.learners.reward import RewardScorer, load_reward_model
+from almost_jax.models.llama import CausalLM, param_shardings
 from almost_jax.parallel import DEFAULT_RULES, MeshConfig, make_mesh, rules_from_config
 from almost_jax.sampling import Sampler, SamplingConfig
 
@@ -28,25 +27,20 @@ def build_sampler(setup: ConfigDict, sampling: ConfigDict | None = None) -> Samp
                    rules=rules or DEFAULT_RULES)
 
 
-def _placement(setup: ConfigDict, model_cfg, head: str):
-    """(mesh, rules, param shardings) from the setup's optional mesh block; all None without one."""
+def _placement(setup: ConfigDict, model_cfg=None, head: str = "lm"):
+    """(mesh, rules, param shardings) from the setup's optional mesh block; all None without one
+    (shardings None too when no model config is given)."""
     if not setup.get("mesh"):
         return None, None, None
     mesh, rules = make_mesh(MeshConfig.from_config(setup.mesh)), rules_from_config(setup.mesh.get("rules"))
-    return mesh, rules, param_shardings(model_cfg, mesh, rules, head)
+    return mesh, rules, param_shardings(model_cfg, mesh, rules, head) if model_cfg is not None else None
 
 
 def build_reward_scorer(setup: ConfigDict) -> RewardScorer:
-    """A reward model from a setup block (model, params, tokenizer, max_len, batch_size, optional
-    mesh), loaded straight into its shards like `build_sampler`'s policy."""
-    src = resolve(setup, "params")
-    model_cfg, tok = src.model, src.tokenizer
-    mesh, rules, shardings = _placement(setup, model_cfg, "scalar")
-    params = load_model_params(src.params, model_cfg, head="scalar", shardings=shardings)
-    if "score_head" not in params:
-        raise ValueError(f"{setup.params} has no score_head: it is a language model, not a reward model")
-    return RewardScorer(ScalarHeadModel(model_cfg), params, tok, int(setup.max_len), int(setup.get("batch_size", 32)),
-                        setup.get("input_template", DEFAULT_TEMPLATE), mesh=mesh, rules=rules)
+    """The reward model of a setup block (`path`: the RM dir train_rm wrote, `batch_size`, optional
+    mesh) under its scoring contract, loaded straight into its shards like `build_sampler`'s policy."""
+    mesh, rules, _ = _placement(setup)
+    return load_reward_model(setup.path, mesh, rules, int(setup.get("batch_size", 32)))
 
 
 def load_generator(setup: ConfigDict):
