@@ -18,6 +18,7 @@ import numpy as np
 from almost_jax.checkpoints.load import load_model_params
 from almost_jax.data.rm_data import CONTRACT_FILE, RewardContract, pad_right
 from almost_jax.data.tokenizer import load_tokenizer
+from almost_jax.data.truncation import Truncations
 from almost_jax.models.config import LlamaConfig
 from almost_jax.models.llama import ScalarHeadModel, param_shardings
 from almost_jax.parallel import DEFAULT_RULES, batch_sharding, mesh_context
