@@ -39,10 +39,13 @@ def optimizer_block(lr: float = 2e-5, weight_decay: float = 0.0, schedule: str =
 
 def train_block(steps: int = 100, batch_size: int = 8, grad_accum_steps: int = 1, seq_len: int = 256,
                 log_every: int = 10, eval_every: int = 0, checkpoint_every: int = 100, seed: int = 0,
-                progress: bool = True) -> ConfigDict:
+                progress: bool = True, resume: str = "auto") -> ConfigDict:
+    """`resume`: "auto" continues the workdir's checkpoints only if they were written under the same
+    training config (train/resume.py), else refuses and lists the changed keys; "force" continues
+    them anyway (the changes are logged)."""
     return ConfigDict(dict(steps=steps, batch_size=batch_size, grad_accum_steps=grad_accum_steps, seq_len=seq_len,
                            log_every=log_every, eval_every=eval_every, checkpoint_every=checkpoint_every, seed=seed,
-                           progress=progress))
+                           progress=progress, resume=resume))
 
 
 def distributed_block() -> ConfigDict:

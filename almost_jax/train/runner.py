@@ -22,6 +22,7 @@ from almost_jax.parallel import MeshConfig, batch_sharding, make_mesh, mesh_cont
 from almost_jax.train.loop import LoopConfig, run_loop
 from almost_jax.train.metrics import MetricsWriter
 from almost_jax.train.optim import make_optimizer
+from almost_jax.train.resume import config_meta, resume_or_init
 from almost_jax.parallel.shard import with_shardings
 from almost_jax.train.state import abstract_state, create_sharded_state, state_shardings
 from almost_jax.train.step import make_train_step
@@ -47,10 +48,9 @@ def fit(cfg: ConfigDict, model_cfg, loss_fn: Callable, rows: dict[str, np.ndarra
 
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=int(tcfg.get("keep_checkpoints", 2)))
     with mesh_context(mesh, rules):
-        if checkpointer.latest_step() is not None:
-            state, meta = checkpointer.restore(with_shardings(abstract_state(boxed, tx), st_shardings))
-            log.info("%s: resumed from step %d (%s)", desc, int(state.step), workdir / "checkpoints")
-        else:
+        state, meta, finished = resume_or_init(checkpointer, with_shardings(abstract_state(boxed, tx), st_shardings),
+                                               cfg, int(tcfg.steps), desc)
+        if state is None:
             state = create_sharded_state(init_params, tx, st_shardings, seed=int(tcfg.seed))
 
         batches = RowBatches(rows, int(tcfg.batch_size), seed=int(tcfg.seed))
@@ -60,10 +60,16 @@ def fit(cfg: ConfigDict, model_cfg, loss_fn: Callable, rows: dict[str, np.ndarra
         writer = MetricsWriter(workdir)
         wrapped_eval = (lambda s: eval_fn(s.params)) if eval_fn else None
         try:
-            state, metrics = run_loop(state, step_fn, batches, mesh, LoopConfig.from_config(tcfg, tokens),
-                                      checkpointer, writer, wrapped_eval, desc=desc)
+            if finished:  # the last step's metrics as recorded, nothing trained or rewritten
+                metrics = dict(meta.get("metrics") or {})
+                if eval_fn is not None:
+                    metrics.update({f"eval_{k}": float(v) for k, v in eval_fn(state.params).items()})
+            else:
+                state, metrics = run_loop(state, step_fn, batches, mesh, LoopConfig.from_config(tcfg, tokens),
+                                          checkpointer, writer, wrapped_eval, meta=config_meta(cfg), desc=desc)
         finally:
             writer.close()
             checkpointer.close()
-    save_params(workdir / "params", state.params)
+    if not (finished and (workdir / "params").exists()):
+        save_params(workdir / "params", state.params)
     return state.params, metrics
