@@ -34,7 +34,7 @@ class NonFiniteError(FloatingPointError):
 def check_finite(step: int, metrics: Mapping[str, Any], note: str = "") -> None:
     """Raise NonFiniteError if any of the watched scalars in `metrics` is NaN or inf (reads only those)."""
     values = jax.device_get({k: metrics[k] for k in WATCHED if k in metrics})
-    bad = {k: float(v) for k, v in values.items() if not math.isfinite(float(v))}
+    bad = {k: float(values[k]) for k in WATCHED if k in values and not math.isfinite(float(values[k]))}
     if bad:
         raise NonFiniteError(step, bad, note)
 
