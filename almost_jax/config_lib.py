@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 from pathlib import Path
 from typing import Sequence
 
 from ml_collections import ConfigDict
 
+from almost_jax.data.errors import InputError, read_json_object
 from almost_jax.models.config import LlamaConfig, get_config
 
 
@@ -60,8 +60,20 @@ def llama_config(model_cfg: ConfigDict) -> LlamaConfig:
         path = Path(model_cfg.hf_path) / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"model.hf_path: no config.json in {model_cfg.hf_path}")
-        return LlamaConfig.from_hf(json.loads(path.read_text()), **numerics)
+        return hf_llama_config(path, **numerics)
     return get_config(model_cfg.preset, **numerics)
+
+
+def hf_llama_config(config_json: str | Path, **numerics) -> LlamaConfig:
+    """The architecture in a Hugging Face config.json; InputError naming the file and the key
+    when it is not valid JSON or lacks a field."""
+    hf = read_json_object(config_json)
+    try:
+        return LlamaConfig.from_hf(hf, **numerics)
+    except KeyError as e:
+        raise InputError(config_json, "missing required field", key=str(e.args[0])) from None
+    except (TypeError, ValueError) as e:
+        raise InputError(config_json, str(e)) from None
 
 
 # ----- loading config files outside absl (pipeline, tests) -----
@@ -81,6 +93,26 @@ def load_config_file(path: str | Path, overrides: Sequence[str] = ()) -> ConfigD
     return cfg
 
 
+class ConfigKeyError(KeyError):
+    """An override names a field the config does not have; the message lists the fields there are."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def resolve_field(cfg: ConfigDict, key: str) -> tuple[ConfigDict, str]:
+    """(block, field name) of a dotted key; ConfigKeyError naming the block and its fields if absent."""
+    parts = key.split(".")
+    node, where = cfg, "the config"
+    for i, part in enumerate(parts):
+        if not isinstance(node, ConfigDict) or part not in node:
+            fields = ", ".join(sorted(node.keys())) if isinstance(node, ConfigDict) else "none (not a block)"
+            raise ConfigKeyError(f"no field {part!r} in {where}; fields are: {fields}")
+        if i < len(parts) - 1:
+            node, where = node[part], ".".join(parts[:i + 1])
+    return node, parts[-1]
+
+
 def apply_overrides(cfg: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
     for item in overrides:
         item = item[len("--config."):] if item.startswith("--config.") else item
@@ -91,13 +123,32 @@ def apply_overrides(cfg: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             value = raw
-        *parents, leaf = key.split(".")
-        node = cfg
-        for i, part in enumerate(parents):
-            if part not in node:
-                raise KeyError(f"config has no field {'.'.join(parents[:i + 1])!r} (override {item!r})")
-            node = node[part]
-        if leaf not in node:
-            raise KeyError(f"config has no field {key!r}; fields here: {sorted(node.keys())}")
+        try:
+            node, leaf = resolve_field(cfg, key)
+        except ConfigKeyError as e:
+            raise ConfigKeyError(f"--config.{key}: {e}") from None
         node[leaf] = value  # ConfigDict type-checks the assignment
     return cfg
+
+
+def diagnose_override_flags(argv: Sequence[str], default_config: str | None = None) -> str | None:
+    """Why absl could not apply the `--config.key=value` flags in argv: the first key the config
+    file does not have, as a one-line message (None when every key exists)."""
+    path = default_config
+    for arg in argv:
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    if not path:
+        return None
+    try:
+        cfg = load_config_file(path if Path(path).is_file() else path.split(":", 1)[0])
+    except Exception:  # noqa: BLE001 - the config file's own error is absl's to report
+        return None
+    for arg in argv:
+        if arg.startswith("--config."):
+            key = arg[len("--config."):].split("=", 1)[0]
+            try:
+                resolve_field(cfg, key)
+            except ConfigKeyError as e:
+                return f"--config.{key}: {e}"
+    return None

@@ -31,13 +31,14 @@ import re
 from typing import Sequence
 
 from almost_jax.data import chat
+from almost_jax.data.errors import InputError
 
 PROMPTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts")
 SEPARATOR_LINE = "-----"
 _LABEL_RE = re.compile(r"^(Human|Assistant):(.*)$")
 
 
-class PromptFileError(ValueError):
+class PromptFileError(InputError):
     """A malformed prompt file; the message names the file and line."""
 
 
@@ -94,8 +95,8 @@ def loads(text: str, source: str = "<string>") -> PromptTemplate:
             continue  # e.g. after the final separator
         dialogues.append(_parse_dialogue(block, source))
     if not dialogues:
-        raise PromptFileError(f"{source}: no dialogues (expected '{SEPARATOR_LINE}' lines separating "
-                              "the preamble and each dialogue)")
+        raise PromptFileError(source, f"no dialogues (expected '{SEPARATOR_LINE}' lines separating "
+                                      "the preamble and each dialogue)")
     return PromptTemplate(preamble, dialogues)
 
 
@@ -109,20 +110,27 @@ def _parse_dialogue(block: list[tuple[int, str]], source: str) -> list[tuple[str
         elif turns:
             turns[-1][1].append(line)
         elif line.strip():
-            raise PromptFileError(f"{source}:{lineno}: text outside a turn; a turn must start with "
-                                  f"'Human:' or 'Assistant:' ({line[:40]!r})")
+            raise PromptFileError(source, f"text outside a turn; a turn must start with 'Human:' or "
+                                          f"'Assistant:' ({line[:40]!r})", line=lineno)
     out = []
     for speaker, text_lines, lineno in turns:
         text = "\n".join(text_lines).strip()
         if not text:
-            raise PromptFileError(f"{source}:{lineno}: empty {speaker} turn")
+            raise PromptFileError(source, f"empty {speaker} turn", line=lineno)
         out.append((speaker, text))
     return out
 
 
 def load_prompt_file(path: str | os.PathLike) -> PromptTemplate:
-    with open(path, encoding="utf-8") as f:
-        return loads(f.read(), os.fspath(path))
+    return loads(_read_text(path), os.fspath(path))
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise PromptFileError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def write_prompt_file(path: str | os.PathLike, template: PromptTemplate) -> None:
@@ -143,9 +151,8 @@ class SeedQueries:
 
 
 def load_seed_queries(path: str | os.PathLike) -> SeedQueries:
-    with open(path, encoding="utf-8") as f:
-        lines = [l.strip() for l in f.read().splitlines()]
+    lines = [l.strip() for l in _read_text(path).splitlines()]
     lines = [l for l in lines if l]
     if len(lines) < 2:
-        raise PromptFileError(f"{os.fspath(path)}: expected an instruction line and at least one seed query")
+        raise PromptFileError(path, "expected an instruction line and at least one seed query")
     return SeedQueries(lines[0], lines[1:])

@@ -39,7 +39,7 @@ def setup_prompts(setup: ConfigDict, queries: list[PromptRecord]) -> list[str]:
 def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out: Path, rules: ResponseRules,
                  seed: int) -> None:
     """Stream this setup's responses; skip queries already answered by an earlier (killed) run."""
-    done = {(r["id"], r.get("query")) for r in read_jsonl(out, None, on_error="skip")} if out.exists() else set()
+    done = {(r["id"], r.get("query")) for r in read_jsonl(out, None, partial_tail_ok=True)} if out.exists() else set()
     todo = [q for q in queries if (q.id, q.prompt) not in done]
     check_same_on_all_hosts(" ".join(q.id for q in todo), f"unanswered queries in {out}")
     if not todo:
@@ -57,7 +57,7 @@ def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out:
 def load_responses(path: Path, queries=None) -> dict[str, dict]:
     """Latest response per query id (only those answering the query's current text)."""
     current = {q.id: q.prompt for q in queries} if queries is not None else None
-    return {r["id"]: r for r in read_jsonl(path, None, on_error="skip")
+    return {r["id"]: r for r in read_jsonl(path, None, partial_tail_ok=True)
             if current is None or current.get(r["id"]) == r.get("query")}
 
 

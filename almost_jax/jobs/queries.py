@@ -113,7 +113,7 @@ def queries_config(source: str = "self_instruct") -> ConfigDict:
         rules=ConfigDict(dict(min_chars=30, max_chars=250, long_query_rule="intent")),
         generator=ConfigDict(dict(model=ConfigDict(dict(preset="llama1-30b", hf_path="", dtype="bfloat16",
                                                         param_dtype="bfloat16", remat=False, attention_impl="xla")),
-                                  params="", tokenizer="", batch_size=64, bucket=64,
+                                  params="", tokenizer="", allow_vocab_padding=0, batch_size=64, bucket=64,
                                   sampling=ConfigDict(dict(temperature=1.2, top_p=0.9, max_new_tokens=64,
                                                            stop_strings=("\n",))))),
     ))

@@ -55,7 +55,7 @@ def run(cfg: ConfigDict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "dialogues.jsonl"
     queries = load_jsonl(cfg.queries, PromptRecord, cfg.on_error)[: int(cfg.max_queries) or None]
-    done = {r.id for r in read_jsonl(path, DialogueRecord, on_error="skip")} if path.exists() else set()
+    done = {r.id for r in read_jsonl(path, DialogueRecord, partial_tail_ok=True)} if path.exists() else set()
     todo = [(q.id, q.prompt) for q in queries if q.id not in done]
     check_same_on_all_hosts(" ".join(i for i, _ in todo), f"unfinished dialogues in {path}")
     log.info("rmsp: %d dialogues to simulate (%d already done)", len(todo), len(done))
@@ -80,7 +80,7 @@ def rmsp_config() -> ConfigDict:
     setup = lambda: ConfigDict(dict(  # noqa: E731
         model=ConfigDict(dict(preset="llama1-30b", hf_path="", dtype="bfloat16", param_dtype="bfloat16", remat=False,
                               attention_impl="xla")),
-        params="", tokenizer="", batch_size=32, bucket=64, template="", n_shots=3,
+        params="", tokenizer="", allow_vocab_padding=0, batch_size=32, bucket=64, template="", n_shots=3,
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=384, n=1,
                                  stop_strings=("\n\nHuman:", "\n\n-----")))))
     cfg = ConfigDict(dict(workdir="work_dir/rmsp", queries="", max_queries=0, on_error="raise", seed=0, chunk_size=64,
@@ -90,7 +90,8 @@ def rmsp_config() -> ConfigDict:
                           rm=ConfigDict(dict(model=ConfigDict(dict(preset="llama1-7b", hf_path="", dtype="bfloat16",
                                                                    param_dtype="bfloat16", remat=False,
                                                                    attention_impl="xla")),
-                                             params="", tokenizer="", max_len=1024, batch_size=32))))
+                                             params="", tokenizer="", allow_vocab_padding=0, max_len=1024,
+                                             batch_size=32))))
     cfg.assistant.template = "assistant_detailed.txt"
     cfg.user.sampling.stop_strings = ("\n\nAssistant:", "\n\n-----")
     cfg.user.sampling.max_new_tokens = 64

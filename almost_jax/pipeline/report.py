@@ -30,6 +30,13 @@ def policy_scores(cfg: ConfigDict, params_path: Path, preset: str, template: str
     return policy_replies(cfg, params_path, preset, template, n_shots)[0]
 
 
+def skipped_by_stage(root: Path) -> dict[str, int]:
+    """{"<stage>: <file>": records skipped} from every stage manifest (see data.errors)."""
+    from almost_jax.jobs.common import read_manifest
+    return {f"{m.parent.name}: {path}": n for m in sorted(root.glob("*/manifest.json"))
+            for path, n in ((read_manifest(m) or {}).get("skipped_records") or {}).items()}
+
+
 def run_report(cfg: ConfigDict, out: Path) -> dict:
     """report.md, summary.json and plots from every stage's outputs."""
     from almost_jax.checkpoints.load import load_model_params
@@ -83,6 +90,9 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
     sections = {"reward_model": rm, "comparisons": comp,
                 "family": (read_manifest(root / "family_eval" / "manifest.json") or {}).get("summary", {}),
                 "ppo": (read_manifest(root / "ppo" / "manifest.json") or {}).get("summary", {})}
+    skipped = skipped_by_stage(root)
+    if skipped:
+        sections["skipped input records (on_error=skip)"] = skipped
     write_report(out, rows, sections, bars, root / "ppo" / "metrics.jsonl")
     print(markdown_table(rows))
     return {r["key"]: round(r["oracle_score"], 4) for r in rows}
