@@ -38,7 +38,9 @@ def setup_prompts(setup: ConfigDict, queries: list[PromptRecord]) -> list[str]:
 
 def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out: Path, rules: ResponseRules,
                  seed: int) -> None:
-    """Stream this setup's responses; skip queries already answered by an earlier (killed) run."""
+    """Stream this setup's responses; skip queries already answered by an earlier (killed) run.
+    Each response is sampled with the key of (seed, setup name, query id): a resumed run writes
+    what an uninterrupted one writes, and setups draw independent samples."""
     done = {(r["id"], r.get("query")) for r in read_jsonl(out, None, partial_tail_ok=True)} if out.exists() else set()
     todo = [q for q in queries if (q.id, q.prompt) not in done]
     check_same_on_all_hosts(" ".join(q.id for q in todo), f"unanswered queries in {out}")
@@ -48,7 +50,7 @@ def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out:
     generate = load_generator(setup)
     prompts = setup_prompts(setup, todo)
     with primary_appender(out) as sink:
-        for q, raw in zip(todo, generate(prompts, seed=seed, desc=name)):
+        for q, raw in zip(todo, generate(prompts, seed=seed, desc=name, ids=[q.id for q in todo], stream=name)):
             response = parse_response(raw, separator=setup.get("separator", "\n\n-----"))
             reason = bad_response_reason(response, rules)
             sink.write({"id": q.id, "query": q.prompt, "setup": name, "raw": raw, "response": response, "bad": reason})

@@ -4,7 +4,9 @@
 
 Dialogues are simulated in chunks of `chunk_size` queries, batched across the chunk at every
 turn; each finished chunk is appended to `dialogues.jsonl`, and a restarted job skips the query
-ids already there, so a kill never duplicates or loses a finished dialogue.
+ids already there, so a kill never duplicates or loses a finished dialogue. Every sample's key
+comes from (seed, role, query id, turn), so a resumed job writes the dialogues an uninterrupted
+one writes.
 """
 from __future__ import annotations
 
@@ -34,16 +36,15 @@ def make_players(cfg: ConfigDict):
     a_sampler = build_sampler(cfg.assistant, a_sampling)
     u_sampler = build_sampler(cfg.user, cfg.user.sampling)
     a_tmpl, u_tmpl = _template(cfg.assistant.template), _template(cfg.user.template)
-    seed = [int(cfg.seed)]
+    seed = int(cfg.seed)
 
-    def assistant(prompts, n):
-        seed[0] += 1
-        outs = [chat.extract_reply(c.text) for c in a_sampler.generate(prompts, seed=seed[0], progress=False)]
+    def assistant(prompts, n, ids):  # ids: "<query id>/<turn>": the samples do not depend on chunking
+        outs = [chat.extract_reply(c.text)
+                for c in a_sampler.generate(prompts, seed=seed, progress=False, ids=ids, stream="assistant")]
         return [outs[i * n:(i + 1) * n] for i in range(len(prompts))]
 
-    def user(prompts):
-        seed[0] += 1
-        return [c.text for c in u_sampler.generate(prompts, seed=seed[0], progress=False)]
+    def user(prompts, ids):
+        return [c.text for c in u_sampler.generate(prompts, seed=seed, progress=False, ids=ids, stream="user")]
 
     scorer = build_reward_scorer(cfg.rm)
     return sp, assistant, user, scorer.score, (lambda h: a_tmpl.render_dialogue(int(cfg.assistant.n_shots), h, "assistant")), \

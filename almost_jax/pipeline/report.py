@@ -19,7 +19,8 @@ def policy_replies(cfg: ConfigDict, params_path: Path, preset: str, template: st
     from almost_jax.synthetic.generation import build_sampler
     root = Path(cfg.workdir)
     sampler = build_sampler(sampler_setup(cfg, preset, params_path, cfg.policy_eval.sampling), cfg.policy_eval.sampling)
-    generate = lambda ps: [c.text for c in sampler.generate(ps, seed=int(cfg.policy_eval.seed), progress=False)]  # noqa: E731
+    generate = lambda ps, ids: [c.text for c in sampler.generate(  # noqa: E731  (keys by task id, as in family_eval)
+        ps, seed=int(cfg.policy_eval.seed), progress=False, ids=ids, stream="policy_eval")]
     tasks = load_jsonl(world_paths(root)["eval_tasks"], PromptRecord)
     tmpl = load_prompt_file(prompt_path(template)) if template else None
     return evaluate_policy(generate, tasks, tmpl, n_shots)
