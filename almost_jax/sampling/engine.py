@@ -111,12 +111,23 @@ def make_generate_fn(model: CausalLM, cfg: SamplingConfig, eos_id: int, pad_id: 
                      stop_sequences: Sequence[Sequence[int]] = (), param_shardings=None, batch_sharding=None,
                      valid_vocab: int = 0):
     """jit(generate_tokens) for one sampling config; call as fn(params, prompt_ids, prompt_mask, key),
-    `key` one per prompt ([B, ...] raw key data, laid out like the prompts) or a single typed key."""
-    stops = tuple(tuple(int(t) for t in s) for s in stop_sequences if len(s))
+    `key` one per prompt ([B, ...] raw key data, laid out like the prompts) or a single typed key.
 
+    The same arguments return the same jitted function (params are an argument, not part of it),
+    so samplers rebuilt for the same model and config - a resumed job, the pipeline's held-out
+    runs, several checkpoints of one model - reuse its compiled programs."""
+    stops = tuple(tuple(int(t) for t in s) for s in stop_sequences if len(s))
+    flat, tree = jax.tree.flatten(param_shardings)
+    return _generate_fn(model, cfg, eos_id, pad_id, stops, tuple(flat), tree, batch_sharding, valid_vocab)
+
+
+@functools.lru_cache(maxsize=64)
+def _generate_fn(model, cfg, eos_id, pad_id, stops, param_sharding_leaves, param_sharding_tree, batch_sharding,
+                 valid_vocab):
     def fn(params, prompt_ids, prompt_mask, key):
         return generate_tokens(model, params, prompt_ids, prompt_mask, key, cfg, eos_id, pad_id, stops, valid_vocab)
 
-    if param_shardings is None:
+    if not param_sharding_leaves:
         return jax.jit(fn)
+    param_shardings = jax.tree.unflatten(param_sharding_tree, param_sharding_leaves)
     return jax.jit(fn, in_shardings=(param_shardings, batch_sharding, batch_sharding, None))
