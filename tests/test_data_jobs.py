@@ -32,7 +32,8 @@ def world(tmp_path_factory):
     trunk + a random head), and a query file."""
     import sentencepiece as spm
     d = tmp_path_factory.mktemp("world")
-    text = "\n".join(Path(prompt_path(n)).read_text() for n in ("mini_faithful.txt", "mini_user.txt", "seed_queries.txt"))
+    names = ("mini_faithful.txt", "mini_user.txt", "seed_queries.txt")
+    text = "\n".join(Path(prompt_path(n)).read_text() for n in names)
     (d / "text.txt").write_text(text)
     spm.SentencePieceTrainer.train(input=str(d / "text.txt"), model_prefix=str(d / "sp"), vocab_size=VOCAB,
                                    model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=3, minloglevel=2,

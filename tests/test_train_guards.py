@@ -61,7 +61,8 @@ def job_config(workdir, steps=4, lr=1e-3, **train):
     train = {"batch_size": 8, "seq_len": 16, "log_every": 1, "checkpoint_every": 2, "progress": False, **train}
     return ConfigDict(dict(
         name="t", workdir=str(workdir), model=model_block("tiny"), mesh=mesh_block(), data=ConfigDict(dict(corpus="x")),
-        optimizer=optimizer_block(lr=lr, schedule="constant", warmup_ratio=0.0), train=train_block(steps=steps, **train)))
+        optimizer=optimizer_block(lr=lr, schedule="constant", warmup_ratio=0.0),
+        train=train_block(steps=steps, **train)))
 
 
 def run_fit(cfg, rows):

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from almost_jax.config_lib import hf_llama_config
-from almost_jax.data.errors import InputError, read_json_object
+from almost_jax.data.errors import InputError, first_line, read_json_object
 from almost_jax.data.schemas import temp_path_for
 from almost_jax.models.config import LlamaConfig
 from almost_jax.parallel.shard import to_host
@@ -130,13 +130,9 @@ def _safetensors_tensors(f: Path) -> Iterator[tuple[str, np.ndarray]]:
         sf = safe_open(str(f), framework="flax")
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a bad header
         raise InputError(f, f"not a readable safetensors file ({e}); truncated or corrupt?") from None
-    with sf:
+    with sf:  # safe_open checks the header against the file size: a cut-off file fails above
         for name in sf.keys():
-            try:
-                array = np.asarray(sf.get_tensor(name))
-            except Exception as e:  # noqa: BLE001
-                raise InputError(f, f"cannot be read ({e}); the file may be truncated", tensor=name) from None
-            yield name, array
+            yield name, np.asarray(sf.get_tensor(name))
 
 
 def _torch_bin_tensors(f: Path) -> Iterator[tuple[str, np.ndarray]]:
@@ -148,7 +144,7 @@ def _torch_bin_tensors(f: Path) -> Iterator[tuple[str, np.ndarray]]:
     try:
         state = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - corrupt zip, truncated file, or a pickle weights_only refuses
-        raise InputError(f, f"not a readable PyTorch state dict ({_first_line(e)})") from None
+        raise InputError(f, f"not a readable PyTorch state dict ({first_line(e)})") from None
     if not isinstance(state, dict):
         raise InputError(f, f"expected a state dict {{name: tensor}}, got {type(state).__name__}")
     for name in list(state):
@@ -156,10 +152,6 @@ def _torch_bin_tensors(f: Path) -> Iterator[tuple[str, np.ndarray]]:
         if not isinstance(t, torch.Tensor):
             raise InputError(f, f"holds a {type(t).__name__}, not a tensor", tensor=str(name))
         yield name, (t.float().numpy().astype("bfloat16") if t.dtype == torch.bfloat16 else t.numpy())
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:

@@ -15,6 +15,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from almost_jax.data.errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -22,14 +24,8 @@ class CheckpointError(RuntimeError):
     """No checkpoint step of a run could be read; names each step and why."""
 
 
-def _first_line(error: BaseException, limit: int = 240) -> str:
-    """A one-line reason from an exception: its root cause's first line (tensorstore errors run to
-    pages, wrapped in orbax's)."""
-    while (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    text = f"{type(error).__name__}: {text}"
-    return text if len(text) <= limit else text[:limit] + "..."
+class _Unreadable(Exception):
+    """One checkpoint step's files cannot be read (the message is the one-line reason)."""
 
 
 class Checkpointer:
@@ -71,32 +67,35 @@ class Checkpointer:
         unreadable: list[tuple[int, str]] = []
         for s in steps:
             try:
-                meta = self._read_meta(s)
-            except Exception as e:  # noqa: BLE001 - any failure to read is a damaged step
-                unreadable.append((s, _first_line(e)))
-                log.warning("checkpoint %s cannot be read (%s)%s", self._step_dir(s), unreadable[-1][1],
-                            "; trying the previous step" if s != steps[-1] else "")
-                continue
-            if accept_meta is not None:
-                accept_meta(meta)
-            try:
-                restored = self.manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-            except Exception as e:  # noqa: BLE001
-                unreadable.append((s, _first_line(e)))
-                log.warning("checkpoint %s cannot be read (%s)%s", self._step_dir(s), unreadable[-1][1],
+                state, meta = self._read(s, abstract_state, accept_meta)
+            except _Unreadable as e:
+                unreadable.append((s, str(e)))
+                log.warning("checkpoint %s cannot be read (%s)%s", self._step_dir(s), e,
                             "; trying the previous step" if s != steps[-1] else "")
                 continue
             if unreadable:
                 self._set_aside([u for u, _ in unreadable])
                 log.warning("checkpoint: restored step %d instead of %s", s, [u for u, _ in unreadable])
-            return restored["state"], meta
+            return state, meta
         raise CheckpointError(f"no readable checkpoint in {self.directory}: "
                               + "; ".join(f"step {u}: {why}" for u, why in unreadable)
                               + ". Move or delete the damaged step(s) to start over from scratch.")
 
-    def _read_meta(self, step: int) -> dict:
-        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return dict(restored["meta"] or {})
+    def _read(self, step: int, abstract_state: Any, accept_meta) -> tuple[Any, dict]:
+        """(state, meta) of one step; _Unreadable when its files cannot be read (any error of the
+        reads: deleted or truncated data, bad metadata), accept_meta's own error passed on."""
+        try:
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # noqa: BLE001
+            raise _Unreadable(first_line(e)) from e
+        if accept_meta is not None:
+            accept_meta(dict(meta or {}))
+        try:
+            args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            state = self.manager.restore(step, args=args)["state"]
+        except Exception as e:  # noqa: BLE001
+            raise _Unreadable(first_line(e)) from e
+        return state, dict(meta or {})
 
     def _step_dir(self, step: int):
         return epath.Path(self.directory) / str(step)

@@ -29,6 +29,15 @@ class InputError(ValueError):
         super().__init__(f"{where}: {reason}")
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """A one-line reason from an exception: its root cause's first line, with the type (tensorstore
+    and pickle errors run to pages, wrapped in other libraries' errors)."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    text = f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def read_json_object(path: str | os.PathLike) -> dict:
     """A JSON object from a file (config.json, a checkpoint index); InputError naming the file and
     line when it is not one."""

@@ -57,7 +57,8 @@ class FiniteCheck:
 
     def _note(self) -> str:
         latest = self.checkpointer.latest_step() if self.checkpointer is not None else None
-        return "" if latest is None else f"; the last checkpoint, step {latest} in {self.checkpointer.directory}, is kept"
+        return "" if latest is None else (f"; the last checkpoint, step {latest} in "
+                                          f"{self.checkpointer.directory}, is kept")
 
     def after_step(self, step: int, metrics: Mapping[str, Any]) -> None:
         if self._pending is not None:

@@ -135,7 +135,8 @@ def resume_or_init(checkpointer, abstract_state, cfg: ConfigDict, total_steps: i
         return None, {}, False
     where = f"{desc}: {checkpointer.directory}"
     changed: dict = {}
-    state, meta = checkpointer.restore(abstract_state, accept_meta=lambda m: changed.update(check_resume(m, cfg, where)))
+    state, meta = checkpointer.restore(abstract_state,
+                                       accept_meta=lambda m: changed.update(check_resume(m, cfg, where)))
     step = int(jax.device_get(state.step))
     log.info("%s: resumed from step %d (%s)", desc, step, checkpointer.directory)
     return state, meta, check_not_finished(step, total_steps, changed, where)

@@ -22,8 +22,8 @@ BUCKET = "/gcs/YOUR_BUCKET"
 def setup(preset, template, shots, max_new_tokens):
     return ConfigDict(dict(
         model=model_block(preset, dtype="bfloat16", param_dtype="bfloat16"), params=f"{BUCKET}/models/{preset}-hf",
-        tokenizer=f"{BUCKET}/models/{preset}-hf/tokenizer.model", allow_vocab_padding=0, batch_size=64, bucket=128, template=template,
-        n_shots=shots, separator="\n\n-----", mesh=mesh_block(data=-1, fsdp=1, tensor=4),
+        tokenizer=f"{BUCKET}/models/{preset}-hf/tokenizer.model", allow_vocab_padding=0, batch_size=64, bucket=128,
+        template=template, n_shots=shots, separator="\n\n-----", mesh=mesh_block(data=-1, fsdp=1, tensor=4),
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=max_new_tokens,
                                  stop_strings=("\n\n-----", "\n\nHuman:")))))
 
