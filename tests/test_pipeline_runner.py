@@ -72,3 +72,19 @@ def test_chain_hash_depends_on_earlier_stages_only():
     cfg.b.value = 5
     after = runner.chain_hashes(cfg, stages)
     assert before["a"] == after["a"] and before["b"] != after["b"] and before["c"] != after["c"]
+
+
+def test_skipped_input_records_reach_the_stage_manifest_and_the_report(pipeline, tmp_path_factory):
+    from almost_jax.data.schemas import PromptRecord, load_jsonl
+    from almost_jax.jobs.common import read_manifest
+    from almost_jax.pipeline.report import skipped_by_stage
+    cfg, _, _, root = pipeline
+    data = tmp_path_factory.mktemp("in") / "prompts.jsonl"
+    data.write_text('{"id": "1", "prompt": "a"}\n{"id": 2}\n{"id": "3", "prompt": "c"}\n')
+    stages = runner._stages()
+    read = lambda cfg, out: {"n": len(load_jsonl(data, PromptRecord, on_error="skip"))}  # noqa: E731
+    stages[1] = Stage("b", ("b",), read)
+    runner.run_pipeline(cfg)
+    assert read_manifest(root / "b" / "manifest.json")["skipped_records"] == {str(data): 1}
+    assert read_manifest(root / "c" / "manifest.json")["skipped_records"] == {}  # counted per stage
+    assert skipped_by_stage(root) == {f"b: {data}": 1}
