@@ -271,7 +271,7 @@ class JsonlReader:
 
     def _bad(self, lineno: int, problem: str) -> None:
         if self.on_error == "raise":
-            raise RecordError(self.path, lineno, problem)
+            raise RecordError(self.path, lineno, problem) from None
         self.n_skipped += 1
         self.problems.append((lineno, problem))
         log.warning("%s:%d: skipped: %s", self.path, lineno, problem)
