@@ -2,11 +2,9 @@
 models: a job killed part-way and rerun writes byte for byte what an uninterrupted run writes,
 and two setups with the same model and prompt sample independently."""
 import json
-import shutil
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
