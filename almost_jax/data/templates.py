@@ -42,6 +42,7 @@ import re
 from typing import Optional, Sequence
 
 from almost_jax.data import chat
+from almost_jax.data.errors import InputError
 
 PROMPTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts")
 SEPARATOR_LINE = "-----"
@@ -49,7 +50,7 @@ ALL_SHOTS = -1  # n_shots meaning "every dialogue of the file" (ALMoST's n_shot=
 _LABEL_RE = re.compile(r"^(Human|Assistant):(.*)$")
 
 
-class PromptFileError(ValueError):
+class PromptFileError(InputError):
     """A malformed prompt file; the message names the file and line."""
 
 
@@ -119,16 +120,16 @@ def loads(text: str, source: str = "<string>") -> PromptTemplate:
             continue  # e.g. after the final separator
         dialogues.append(_parse_dialogue(block, source))
     if not dialogues:
-        raise PromptFileError(f"{source}: no dialogues (expected '{SEPARATOR_LINE}' lines separating "
-                              "the preamble and each dialogue)")
+        raise PromptFileError(source, f"no dialogues (expected '{SEPARATOR_LINE}' lines separating "
+                                      "the preamble and each dialogue)")
     # The text ALMoST renders: the file split on "\n\n-----", blank pieces dropped.
     raw = tuple(c for c in text.split(chat.DIALOGUE_SEP) if c.strip("\n "))
     if len(raw) != len(dialogues) + 1 or not preamble:
         lineno = next((n for n, line in enumerate(lines, 1) if line.strip() == SEPARATOR_LINE
                        and (n < 2 or lines[n - 2].strip())), None)
-        where = f"{source}:{lineno}" if lineno else source
-        raise PromptFileError(f"{where}: a '{SEPARATOR_LINE}' line must follow a blank line and the file must "
-                              "start with a preamble (ALMoST splits prompt files on '\\n\\n-----')")
+        raise PromptFileError(source, f"a '{SEPARATOR_LINE}' line must follow a blank line and the file must "
+                                      "start with a preamble (ALMoST splits prompt files on '\\n\\n-----')",
+                              line=lineno)
     return PromptTemplate(preamble, dialogues, raw)
 
 
@@ -142,20 +143,27 @@ def _parse_dialogue(block: list[tuple[int, str]], source: str) -> list[tuple[str
         elif turns:
             turns[-1][1].append(line)
         elif line.strip():
-            raise PromptFileError(f"{source}:{lineno}: text outside a turn; a turn must start with "
-                                  f"'Human:' or 'Assistant:' ({line[:40]!r})")
+            raise PromptFileError(source, f"text outside a turn; a turn must start with 'Human:' or "
+                                          f"'Assistant:' ({line[:40]!r})", line=lineno)
     out = []
     for speaker, text_lines, lineno in turns:
         text = "\n".join(text_lines).strip()
         if not text:
-            raise PromptFileError(f"{source}:{lineno}: empty {speaker} turn")
+            raise PromptFileError(source, f"empty {speaker} turn", line=lineno)
         out.append((speaker, text))
     return out
 
 
 def load_prompt_file(path: str | os.PathLike) -> PromptTemplate:
-    with open(path, encoding="utf-8") as f:
-        return loads(f.read(), os.fspath(path))
+    return loads(_read_text(path), os.fspath(path))
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise PromptFileError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def write_prompt_file(path: str | os.PathLike, template: PromptTemplate) -> None:
@@ -178,13 +186,13 @@ class SeedQueries:
 def load_seed_queries(path: str | os.PathLike) -> SeedQueries:
     """An instruction line, then one seed query per line; a dialogue prompt file (``-----``
     separators, ``Human:`` / ``Assistant:`` turns) is refused, not read as a list of queries."""
-    with open(path, encoding="utf-8") as f:
-        numbered = [(n, l.strip()) for n, l in enumerate(f.read().splitlines(), 1)]
+    numbered = [(n, l.strip()) for n, l in enumerate(_read_text(path).splitlines(), 1)]
     for n, line in numbered:
         if line == SEPARATOR_LINE or _LABEL_RE.match(line):
-            raise PromptFileError(f"{os.fspath(path)}:{n}: this looks like a dialogue prompt file ({line[:40]!r}), "
-                                  "not seed queries: a seed-query file is an instruction line, then one query per line")
+            raise PromptFileError(path, f"this looks like a dialogue prompt file ({line[:40]!r}), not seed "
+                                        "queries: a seed-query file is an instruction line, then one query per line",
+                                  line=n)
     lines = [l for _, l in numbered if l]
     if len(lines) < 2:
-        raise PromptFileError(f"{os.fspath(path)}: expected an instruction line and at least one seed query")
+        raise PromptFileError(path, "expected an instruction line and at least one seed query")
     return SeedQueries(lines[0], lines[1:])

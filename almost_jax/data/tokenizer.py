@@ -278,7 +278,10 @@ def check_vocab(tokenizer: Tokenizer, model_vocab_size: int, allow_padding: int 
         raise ValueError(
             f"tokenizer {getattr(tokenizer, 'path', '')} has {tokenizer.vocab_size} tokens but the model's "
             f"embedding has {model_vocab_size} rows: this tokenizer does not belong to this model "
-            f"(set allow_vocab_padding if the model's vocab was padded on purpose)")
+            f"(if its vocab was padded on purpose, set allow_vocab_padding in the config block that names this "
+            f"tokenizer: --config.data.allow_vocab_padding in pretrain/sft/train_rm, --config.allow_vocab_padding "
+            f"in rl/ppo, chat and eval_policy, --config.<setup>.allow_vocab_padding for a sampler setup, e.g. "
+            f"setups.A, assistant, user, generator; a reward model takes it from its rm_contract.json)")
     for name in ("bos_id", "eos_id", "pad_id"):
         value = getattr(tokenizer, name)
         if not 0 <= value < model_vocab_size:

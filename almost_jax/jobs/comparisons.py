@@ -39,8 +39,10 @@ def setup_prompts(setup: ConfigDict, queries: list[PromptRecord]) -> list[str]:
 def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out: Path, rules: ResponseRules,
                  seed: int) -> int:
     """Stream this setup's responses; skip queries already answered by an earlier (killed) run.
-    Returns how many of this run's prompts were left-truncated to fit the model."""
-    done = {(r["id"], r.get("query")) for r in read_jsonl(out, None, on_error="skip")} if out.exists() else set()
+    Each response is sampled with the key of (seed, setup name, query id): a resumed run writes
+    what an uninterrupted one writes, and setups draw independent samples. Returns how many of
+    this run's prompts were left-truncated to fit the model."""
+    done = {(r["id"], r.get("query")) for r in read_jsonl(out, None, partial_tail_ok=True)} if out.exists() else set()
     todo = [q for q in queries if (q.id, q.prompt) not in done]
     check_same_on_all_hosts(" ".join(q.id for q in todo), f"unanswered queries in {out}")
     if not todo:
@@ -49,7 +51,7 @@ def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out:
     generate = load_generator(setup)
     prompts = setup_prompts(setup, todo)
     with primary_appender(out) as sink:
-        for q, raw in zip(todo, generate(prompts, seed=seed, desc=name)):
+        for q, raw in zip(todo, generate(prompts, seed=seed, desc=name, ids=[q.id for q in todo], stream=name)):
             response = parse_response(raw, separator=setup.get("separator", "\n\n-----"))
             reason = bad_response_reason(response, rules)
             sink.write({"id": q.id, "query": q.prompt, "setup": name, "raw": raw, "response": response, "bad": reason})
@@ -60,7 +62,7 @@ def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out:
 def load_responses(path: Path, queries=None) -> dict[str, dict]:
     """Latest response per query id (only those answering the query's current text)."""
     current = {q.id: q.prompt for q in queries} if queries is not None else None
-    return {r["id"]: r for r in read_jsonl(path, None, on_error="skip")
+    return {r["id"]: r for r in read_jsonl(path, None, partial_tail_ok=True)
             if current is None or current.get(r["id"]) == r.get("query")}
 
 

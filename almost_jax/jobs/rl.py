@@ -44,6 +44,7 @@ from almost_jax.parallel.shard import to_global
 from almost_jax.sampling import Sampler, SamplingConfig
 from almost_jax.train.loop import LoopConfig, run_loop
 from almost_jax.train.metrics import MetricsWriter
+from almost_jax.train.resume import restored_values
 from almost_jax.train.setup import build_setup
 from almost_jax.train.step import make_train_step
 
@@ -162,12 +163,16 @@ def run(cfg: ConfigDict) -> dict:
             value = ScalarHeadModel(scorer.model.cfg)
             head = scorer.params["score_head"]["kernel"]
             init["value"] = {"model": scorer.params["model"], "score_head": {"kernel": jnp.zeros_like(head)}}
-        state, meta = setup.restore_or_create(init, int(cfg.seed), rc.algorithm)
+        state, meta, finished = setup.restore_or_create(init, int(cfg.seed), rc.algorithm)
         if rc.kl_controller == "fixed":  # the configured coefficient, never a checkpoint's
-            state = state.replace(extra={**state.extra, "kl_coef": to_global(np.float32(rc.kl_coef),
-                                                                             setup.shardings.extra["kl_coef"])})
-        elif meta:
-            log.info("adaptive KL controller resumes at kl_coef=%.5g", float(jax.device_get(state.extra["kl_coef"])))
+            kl_coef = float(rc.kl_coef)
+        else:  # the controller's own value continues, unless rl.kl_coef was changed (train.resume=force)
+            kl_coef = restored_values({**meta, "kl_coef": float(jax.device_get(state.extra["kl_coef"]))}, cfg,
+                                      {"kl_coef": "rl.kl_coef"})["kl_coef"] if meta else float(rc.kl_coef)
+            if meta:
+                log.info("adaptive KL controller resumes at kl_coef=%.5g", kl_coef)
+        state = state.replace(extra={**state.extra, "kl_coef": to_global(np.float32(kl_coef),
+                                                                         setup.shardings.extra["kl_coef"])})
 
         sampler = Sampler(policy, None, tok, SamplingConfig(temperature=float(rc.temperature), top_p=float(rc.top_p),
                                                              max_new_tokens=R, n=k, stop_strings=tuple(rc.stop_strings)),
@@ -183,13 +188,19 @@ def run(cfg: ConfigDict) -> dict:
                           progress=bool(rc.progress))
         writer = MetricsWriter(out)
         try:
-            state, metrics = run_loop(state, step_fn, prompt_batches(prompts, batch // k, int(rc.steps), int(cfg.seed)),
-                                      setup.mesh, loop, setup.checkpointer, writer, desc=rc.algorithm,
-                                      start=int(meta.get("data_step", 0)), place=lambda item: item, prefix="rl/")
+            if finished:  # nothing left to train: the last step's metrics as recorded
+                metrics = dict(meta.get("metrics") or {})
+            else:
+                state, metrics = run_loop(state, step_fn,
+                                          prompt_batches(prompts, batch // k, int(rc.steps), int(cfg.seed)),
+                                          setup.mesh, loop, setup.checkpointer, writer, meta=setup.meta,
+                                          desc=rc.algorithm, start=int(meta.get("data_step", 0)),
+                                          place=lambda item: item, prefix="rl/")
         finally:
             writer.close()
             setup.checkpointer.close()
-    save_params(out / "params", state.params["policy"])
+    if not (finished and (out / "params").exists()):
+        save_params(out / "params", state.params["policy"])
     summary = {"algorithm": rc.algorithm, "steps": int(rc.steps),
                **{f"final_{key}": v for key, v in metrics.items() if key in ("reward", "kl", "gold_score", "entropy")}}
     if float(rc.kl_budget) > 0:
@@ -217,7 +228,7 @@ def rl_config(algorithm: str = "ppo") -> ConfigDict:
     progress (a tqdm bar instead of one log line per step)."""
     from almost_jax.config_lib import distributed_block, mesh_block, model_block, optimizer_block, tokenizer_fields
     cfg = ConfigDict(dict(
-        workdir=f"work_dir/{algorithm}", seed=0, prompts="", on_error="raise", **tokenizer_fields(),
+        workdir=f"work_dir/{algorithm}", resume="auto", seed=0, prompts="", on_error="raise", **tokenizer_fields(),
         policy_model=model_block("llama1-7b"), policy_init="", rm_path="", gold="",
         rl=ConfigDict(dict(
             algorithm="ppo", steps=100, rollout_batch_size=512, step_batch_size=256, ppo_epochs=2,

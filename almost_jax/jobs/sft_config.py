@@ -15,7 +15,7 @@ def sft_config(preset: str = "mini-s", **train_overrides) -> ConfigDict:
     cfg.model = model_block(preset=preset)
     # pipeline: "numpy" (sft_data.to_rows) or "seqio" (almost_jax.data.seqio_tasks; same examples).
     cfg.data = ConfigDict(dict(train="", format="dialogues", mode="per_turn", pack=True, eval_fraction=0.05,
-                               **tokenizer_fields(), on_error="skip", pipeline="numpy"))
+                               **tokenizer_fields(), on_error="raise", pipeline="numpy"))
     cfg.optimizer = optimizer_block(lr=2e-5, weight_decay=0.0, schedule="cosine", warmup_ratio=0.03)
     train = dict(steps=0, batch_size=64, seq_len=512, log_every=10, eval_every=200, checkpoint_every=500)
     train.update(train_overrides)

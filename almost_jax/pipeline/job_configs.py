@@ -40,7 +40,7 @@ def sampler_setup(cfg: ConfigDict, preset: str, params: Path, sampling: ConfigDi
     return ConfigDict(dict(
         model=ConfigDict(dict(preset=preset, hf_path="", dtype="float32", param_dtype="float32",
                               remat=False, attention_impl="xla")),
-        params=str(params), tokenizer=str(world_paths(root)["tokenizer"]),
+        params=str(params), tokenizer=str(world_paths(root)["tokenizer"]), allow_vocab_padding=0,
         batch_size=int(cfg.sampling_batch_size), bucket=64, template=template, n_shots=n_shots,
         sampling=copy.deepcopy(sampling)))
 

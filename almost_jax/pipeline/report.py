@@ -19,7 +19,8 @@ def policy_replies(cfg: ConfigDict, params_path: Path, preset: str, template: st
     from almost_jax.synthetic.generation import build_sampler
     root = Path(cfg.workdir)
     sampler = build_sampler(sampler_setup(cfg, preset, params_path, cfg.policy_eval.sampling), cfg.policy_eval.sampling)
-    generate = lambda ps: [c.text for c in sampler.generate(ps, seed=int(cfg.policy_eval.seed), progress=False)]  # noqa: E731
+    generate = lambda ps, ids: [c.text for c in sampler.generate(  # noqa: E731  (keys by task id, as in family_eval)
+        ps, seed=int(cfg.policy_eval.seed), progress=False, ids=ids, stream="policy_eval")]
     tasks = load_jsonl(world_paths(root)["eval_tasks"], PromptRecord)
     tmpl = load_prompt_file(prompt_path(template)) if template else None
     return evaluate_policy(generate, tasks, tmpl, n_shots)
@@ -28,6 +29,13 @@ def policy_replies(cfg: ConfigDict, params_path: Path, preset: str, template: st
 def policy_scores(cfg: ConfigDict, params_path: Path, preset: str, template: str = "", n_shots: int = 0) -> dict:
     """Oracle scores of a policy on the held-out tasks."""
     return policy_replies(cfg, params_path, preset, template, n_shots)[0]
+
+
+def skipped_by_stage(root: Path) -> dict[str, int]:
+    """{"<stage>: <file>": records skipped} from every stage manifest (see data.errors)."""
+    from almost_jax.jobs.common import read_manifest
+    return {f"{m.parent.name}: {path}": n for m in sorted(root.glob("*/manifest.json"))
+            for path, n in ((read_manifest(m) or {}).get("skipped_records") or {}).items()}
 
 
 def run_report(cfg: ConfigDict, out: Path) -> dict:
@@ -78,6 +86,9 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
     sections = {"reward_model": rm, "comparisons": comp,
                 "family": (read_manifest(root / "family_eval" / "manifest.json") or {}).get("summary", {}),
                 "ppo": (read_manifest(root / "ppo" / "manifest.json") or {}).get("summary", {})}
+    skipped = skipped_by_stage(root)
+    if skipped:
+        sections["skipped input records (on_error=skip)"] = skipped
     write_report(out, rows, sections, bars, root / "ppo" / "metrics.jsonl")
     print(markdown_table(rows))
     return {r["key"]: round(r["oracle_score"], 4) for r in rows}

@@ -53,7 +53,10 @@ def run_family_eval(cfg: ConfigDict, out: Path) -> dict:
             sampling = copy.deepcopy(ev.sampling)
             sampling.temperature = temperature
             sampler = build_sampler(generator_setup(cfg, member, sampling), sampling)
-            generate = lambda ps, s=sampler: [c.text for c in s.generate(ps, seed=int(ev.seed), progress=False)]  # noqa: E731
+            # Keys by task id, shared by the members (common random numbers: the size comparison
+            # is not blurred by each model drawing other random numbers).
+            generate = lambda ps, ids, s=sampler: [  # noqa: E731
+                c.text for c in s.generate(ps, seed=int(ev.seed), progress=False, ids=ids, stream="family_eval")]
             for shots in ev.shots:
                 res, _ = evaluate_policy(generate, tasks, template, int(shots))
                 table[f"{member}_{mode}_{shots}shot"] = res

@@ -44,12 +44,13 @@ def build_reward_scorer(setup: ConfigDict) -> RewardScorer:
 
 
 def load_generator(setup: ConfigDict):
-    """generate(prompts, seed, desc) -> raw texts; `generate.truncations` counts the prompts cut to
-    fit the model (for the job's manifest)."""
+    """`generate(prompts, seed, desc, ids, stream)` -> iterator of raw texts; prompt i samples with
+    the key of (seed, stream, ids[i]) (sampling/keys.py), independent of batching.
+    `generate.truncations` counts the prompts cut to fit the model (for the job's manifest)."""
     sampler = build_sampler(setup)
 
-    def generate(prompts, seed: int = 0, desc: str | None = None):
-        return (c.text for c in sampler.generate(prompts, seed=seed, desc=desc))
+    def generate(prompts, seed: int = 0, desc: str | None = None, ids=None, stream: str = ""):
+        return (c.text for c in sampler.generate(prompts, seed=seed, desc=desc, ids=ids, stream=stream))
 
     generate.truncations = sampler.truncations
     return generate

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from almost_jax.checkpoints.orbax_io import Checkpointer
 from almost_jax.parallel.shard import shard_batch
+from almost_jax.train.finite import FiniteCheck
 from almost_jax.train.metrics import MetricsWriter
 
 log = logging.getLogger(__name__)
@@ -98,15 +99,20 @@ def run_loop(state, step_fn: Callable, batch_fn: Callable[[int], Any], mesh, loo
     bar = tqdm(total=loop.total_steps, initial=start, desc=desc, disable=not loop.progress or jax.process_index() != 0,
                dynamic_ncols=True)
 
+    finite = FiniteCheck(checkpointer)  # raises on NaN/inf before anything is saved
+
     def save(step, force=False):
         if checkpointer is not None:
-            checkpointer.save(step, state, meta={**(meta or {}), "data_step": step}, force=force)
+            finite.verify(step, state.params)
+            checkpointer.save(step, state, meta={**(meta or {}), "data_step": step, "metrics": metrics_host},
+                              force=force)
 
     with PreemptionGuard() as guard:
         for step in range(start, loop.total_steps):
             state, metrics = step_fn(state, place(batch_fn(step)))
             steps_since += 1
             done = step + 1
+            finite.after_step(done, metrics)
             if done % loop.log_every == 0 or done == loop.total_steps:
                 metrics_host = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 dt = time.perf_counter() - t_last
@@ -135,6 +141,7 @@ def run_loop(state, step_fn: Callable, batch_fn: Callable[[int], Any], mesh, loo
             if loop.checkpoint_every and done % loop.checkpoint_every == 0:
                 save(done)
     bar.close()
+    finite.verify(loop.total_steps, state.params)
     if checkpointer is not None and checkpointer.latest_step() != loop.total_steps and start < loop.total_steps:
         save(loop.total_steps, force=True)
         checkpointer.wait()

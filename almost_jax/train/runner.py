@@ -37,7 +37,7 @@ def fit(cfg: ConfigDict, model_cfg, loss_fn: Callable, rows: dict[str, np.ndarra
     boxed = abstract_or_init(model_cfg, jax.random.key(0), head, **(head_kwargs or {}))
     setup = build_setup(cfg, boxed, workdir, int(tcfg.steps), keep_checkpoints=int(tcfg.get("keep_checkpoints", 2)))
     with mesh_context(setup.mesh, setup.rules):
-        state, _ = setup.restore_or_create(init_params, int(tcfg.seed), desc)
+        state, meta, finished = setup.restore_or_create(init_params, int(tcfg.seed), desc)
         batches = RowBatches(rows, int(tcfg.batch_size), seed=int(tcfg.seed))
         batch_sh = {k: batch_sharding(setup.mesh, v.ndim) for k, v in rows.items()}
         step_fn = make_train_step(loss_fn, setup.shardings, batch_sh, setup.schedule, int(tcfg.grad_accum_steps))
@@ -45,10 +45,16 @@ def fit(cfg: ConfigDict, model_cfg, loss_fn: Callable, rows: dict[str, np.ndarra
         writer = MetricsWriter(workdir)
         wrapped_eval = (lambda s: eval_fn(s.params)) if eval_fn else None
         try:
-            state, metrics = run_loop(state, step_fn, batches, setup.mesh, LoopConfig.from_config(tcfg, tokens),
-                                      setup.checkpointer, writer, wrapped_eval, desc=desc)
+            if finished:  # the last step's metrics as recorded, nothing trained or rewritten
+                metrics = dict(meta.get("metrics") or {})
+                if eval_fn is not None:
+                    metrics.update({f"eval_{k}": float(v) for k, v in eval_fn(state.params).items()})
+            else:
+                state, metrics = run_loop(state, step_fn, batches, setup.mesh, LoopConfig.from_config(tcfg, tokens),
+                                          setup.checkpointer, writer, wrapped_eval, meta=setup.meta, desc=desc)
         finally:
             writer.close()
             setup.checkpointer.close()
-    save_params(workdir / "params", state.params)
+    if not (finished and (workdir / "params").exists()):
+        save_params(workdir / "params", state.params)
     return state.params, metrics
