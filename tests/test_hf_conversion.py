@@ -50,7 +50,7 @@ def test_round_trip_reproduces_tensors_exactly(tmp_path, fmt, tie):
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
     assert load_hf_config(out) == cfg
-    assert not list(tmp_path.glob(".out.tmp*"))  # no temp dirs left behind
+    assert not list(tmp_path.glob(".out.*tmp"))  # no temp dirs left behind
 
 
 def test_bf16_safetensors_load(tmp_path):

@@ -174,6 +174,31 @@ def test_batcher_returns_in_order_and_compiles_once_per_bucket(tiny):
     assert sampler._fn._cache_size() <= len(buckets)
 
 
+def test_samples_depend_on_prompt_ids_not_on_batches(tiny):
+    """A prompt's samples come from the key of (seed, stream, its id): the same when it is asked
+    again among other prompts, in another order or batch size (a resumed job), different under
+    another stream (another setup) or seed, and its n samples differ from each other."""
+    cfg, model, params = tiny
+    rs = np.random.RandomState(1)
+    prompts = [" ".join(str(t) for t in rs.randint(5, 200, rs.randint(1, 30))) for _ in range(9)]
+    ids = [f"q{i}" for i in range(9)]
+    sc = SamplingConfig(temperature=1.0, top_k=100, max_new_tokens=6, n=2)
+    sampler = Sampler(model, params, ToyTok(), sc, batch_size=4, bucket=16)
+    tokens = lambda out: [c.token_ids for c in out]  # noqa: E731
+    full = tokens(sampler.generate(prompts, ids=ids, stream="A", progress=False))
+    buckets = {-(-len(ToyTok().encode(p, add_bos=True)) // 16) * 16 for p in prompts}
+    assert sampler._fn._cache_size() <= len(buckets)  # per-row keys add no compiles
+    rest = Sampler(model, params, ToyTok(), sc, batch_size=3, bucket=8).generate(
+        prompts[4:][::-1], ids=ids[4:][::-1], stream="A", progress=False)
+    assert tokens(rest) == [t for i in range(8, 3, -1) for t in full[2 * i:2 * i + 2]]
+    compiled = sampler._fn._cache_size()  # the rebuilt sampler above shares the compiled programs
+    other = tokens(sampler.generate(prompts, ids=ids, stream="B", progress=False))
+    reseeded = tokens(sampler.generate(prompts, ids=ids, seed=1, stream="A", progress=False))
+    assert sampler._fn._cache_size() == compiled  # new keys, no new programs
+    assert sum(a == b for a, b in zip(full, other)) <= 2 and sum(a == b for a, b in zip(full, reseeded)) <= 2
+    assert sum(full[2 * i] == full[2 * i + 1] for i in range(9)) <= 1
+
+
 SHARDED = """
 import numpy as np, jax
 from almost_jax.models.config import get_config
@@ -217,6 +242,7 @@ def test_padded_vocab_rows_are_never_sampled(tiny):
 ON_MESH = """
 import numpy as np, jax
 from almost_jax.data.tokenizer import Tokenizer
+from almost_jax.data.rm_data import RewardContract
 from almost_jax.learners.reward import RewardScorer
 from almost_jax.models.config import get_config
 from almost_jax.models.llama import CausalLM, ScalarHeadModel, init_params
@@ -233,14 +259,14 @@ lm, rm = init_params(cfg, jax.random.key(0)), init_params(cfg, jax.random.key(1)
 prompts = ["hello there", "a", "the quick brown fox", "xyz", "mesh", "", "pod of eight", "q"]
 sc = SamplingConfig(temperature=0.0, max_new_tokens=8, n=2)
 ref = [c.text for c in Sampler(CausalLM(cfg), lm, Chars(), sc, batch_size=4).generate(prompts, progress=False)]
-ref_scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), 32, 4).score(prompts, prompts[::-1])
+ref_scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), RewardContract(max_len=32), 4).raw_scores(prompts, prompts[::-1])
 for shape in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:
     mesh = make_mesh(MeshConfig(*shape))
     s = Sampler(CausalLM(cfg), lm, Chars(), sc, batch_size=4, mesh=mesh)
     assert s.batch_size % (shape[0] * shape[1]) == 0
     out = [c.text for c in s.generate(prompts, progress=False)]
     assert out == ref, (shape, out, ref)
-    scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), 32, 4, mesh=mesh).score(prompts, prompts[::-1])
+    scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), RewardContract(max_len=32), 4, mesh=mesh).raw_scores(prompts, prompts[::-1])
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
     print("OK", shape)
 """

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from almost_jax.data import schemas as S
+from almost_jax.data.errors import InputError, reset_skipped, skipped_records
 
 GOOD = {
     S.PromptRecord: {"id": "p1", "prompt": "What is 4 + 3?", "meta": {"family": "add"}},
@@ -99,15 +100,27 @@ def test_skip_logs_warning_with_line_number(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("schema", list(GOOD))
-def test_truncated_last_line_is_ignored_with_warning(tmp_path, schema, caplog):
+def test_truncated_last_line_of_an_input_is_an_error(tmp_path, schema, caplog):
+    """A cut-off input file must not lose its last record silently; skipping it is counted for the
+    manifest; only a job's own stream read back on resume ignores its partial last line."""
     path = tmp_path / "r.jsonl"
     good = json.dumps(GOOD[schema])
     _write_lines(path, [good, good, good[: len(good) // 2]], final_newline=False)
+    with pytest.raises(InputError, match=r"r\.jsonl:3: the last line is cut off") as e:
+        S.load_jsonl(path, schema)
+    assert e.value.line == 3 and e.value.path == str(path)
+    reset_skipped()
     with caplog.at_level(logging.WARNING):
-        reader = S.read_jsonl(path, schema, on_error="raise")  # never fatal, even in raise mode
+        reader = S.read_jsonl(path, schema, on_error="skip")
         assert len(list(reader)) == 2
-    assert reader.truncated_tail and reader.problems[0][0] == 3
-    assert "r.jsonl:3" in caplog.text and "truncated" in caplog.text
+    assert reader.truncated_tail and reader.problems[0][0] == 3 and "r.jsonl:3" in caplog.text
+    assert skipped_records() == {str(path): 1}
+    reset_skipped()
+    own = S.read_jsonl(path, schema, partial_tail_ok=True)  # raise mode: only the tail is tolerated
+    assert len(list(own)) == 2 and own.truncated_tail and own.n_skipped == 0 and skipped_records() == {}
+    _write_lines(path, [good, good[: len(good) // 2], good])
+    with pytest.raises(InputError, match="r.jsonl:2: malformed JSON"):  # a bad middle line is never "partial"
+        S.load_jsonl(path, schema, partial_tail_ok=True)
 
 
 def test_complete_last_line_without_newline_is_accepted(tmp_path):
@@ -124,7 +137,7 @@ def test_append_resumes_after_a_killed_writer(tmp_path):
     S.append_jsonl(path, recs[1])
     with open(path, "a") as f:  # a job killed mid-write
         f.write('{"id": "2", "pro')
-    assert list(S.read_jsonl(path, S.PromptRecord)) == recs[:2]
+    assert list(S.read_jsonl(path, S.PromptRecord, partial_tail_ok=True)) == recs[:2]
     with S.JsonlAppender(path) as w:  # resuming drops the half line, then appends
         w.write(recs[2])
     reader = S.read_jsonl(path, S.PromptRecord)
@@ -150,6 +163,24 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         S.write_jsonl_atomic(path, boom())
     assert len(S.load_jsonl(path, S.PromptRecord)) == 1
     assert os.listdir(tmp_path) == ["r.jsonl"]
+
+
+def test_atomic_write_has_the_umask_mode_and_clears_a_killed_writers_temp(tmp_path):
+    old = os.umask(0o022)
+    try:
+        S.write_json_atomic(tmp_path / "a.json", {"x": 1})
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+    dead = tmp_path / ".a.json.999999999.ab12.tmp"  # a killed writer's (no such pid)
+    dead.write_text("{")
+    live = tmp_path / f".a.json.{os.getppid()}.cd34.tmp"  # a running writer's: left alone
+    live.write_text("{")
+    other = tmp_path / ".b.json.999999999.ef56.tmp"  # another target's
+    other.write_text("{")
+    S.write_json_atomic(tmp_path / "a.json", {"x": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.json", live.name, other.name])
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
 
 
 def test_read_without_schema_and_gzip(tmp_path):

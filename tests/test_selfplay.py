@@ -7,11 +7,13 @@ from almost_jax.synthetic.selfplay import SelfPlayConfig, pick, play
 def fake_players(user_texts):
     calls = {"assistant": 0, "user": 0}
 
-    def assistant(prompts, n):
+    def assistant(prompts, n, ids):
+        assert len(ids) == len(prompts)
         calls["assistant"] += 1
         return [[f"ans{k}-{len(p) % 7}" for k in range(n)] for p in prompts]
 
-    def user(prompts):
+    def user(prompts, ids):
+        assert len(ids) == len(prompts)
         calls["user"] += 1
         return [user_texts[i % len(user_texts)] for i in range(len(prompts))]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Optional
 
@@ -27,6 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from almost_jax.config_lib import hf_llama_config
+from almost_jax.data.errors import InputError, first_line, read_json_object
+from almost_jax.data.schemas import temp_path_for
 from almost_jax.models.config import LlamaConfig
 from almost_jax.parallel.shard import to_host
 
@@ -37,7 +39,7 @@ def load_hf_config(path: str | Path) -> LlamaConfig:
     f = Path(path) / "config.json"
     if not f.is_file():
         raise FileNotFoundError(f"no config.json in {path}: not a Hugging Face checkpoint directory")
-    return LlamaConfig.from_hf(json.loads(f.read_text()))
+    return hf_llama_config(f)
 
 
 class Entry(NamedTuple):
@@ -113,7 +115,10 @@ def _weight_files(path: Path) -> tuple[str, list[Path]]:
     for fmt, single, index in (("safetensors", "model.safetensors", "model.safetensors.index.json"),
                                ("bin", "pytorch_model.bin", "pytorch_model.bin.index.json")):
         if (path / index).is_file():
-            shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
+            weight_map = read_json_object(path / index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise InputError(path / index, "missing or not an object {tensor name: shard file}", key="weight_map")
+            shards = sorted(set(weight_map.values()))
             missing = [s for s in shards if not (path / s).is_file()]
             if missing:
                 raise FileNotFoundError(f"{path / index} lists shard(s) {missing} that are not in {path}")
@@ -130,20 +135,39 @@ def iter_hf_tensors(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
     fmt, files = _weight_files(path)
     for f in files:
         if fmt == "safetensors":
-            from safetensors import safe_open
-            with safe_open(str(f), framework="flax") as sf:
-                for name in sf.keys():
-                    yield name, np.asarray(sf.get_tensor(name))
+            yield from _safetensors_tensors(f)
         else:
-            try:
-                import torch
-            except ImportError as e:
-                raise ImportError(f"{f} is a PyTorch .bin checkpoint; reading it needs torch installed "
-                                  f"(or convert it to safetensors)") from e
-            state = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
-            for name in list(state):
-                t = state.pop(name)
-                yield name, (t.float().numpy().astype("bfloat16") if t.dtype == torch.bfloat16 else t.numpy())
+            yield from _torch_bin_tensors(f)
+
+
+def _safetensors_tensors(f: Path) -> Iterator[tuple[str, np.ndarray]]:
+    from safetensors import safe_open
+    try:
+        sf = safe_open(str(f), framework="flax")
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a bad header
+        raise InputError(f, f"not a readable safetensors file ({e}); truncated or corrupt?") from None
+    with sf:  # safe_open checks the header against the file size: a cut-off file fails above
+        for name in sf.keys():
+            yield name, np.asarray(sf.get_tensor(name))
+
+
+def _torch_bin_tensors(f: Path) -> Iterator[tuple[str, np.ndarray]]:
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"{f} is a PyTorch .bin checkpoint; reading it needs torch installed "
+                          f"(or convert it to safetensors)") from e
+    try:
+        state = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - corrupt zip, truncated file, or a pickle weights_only refuses
+        raise InputError(f, f"not a readable PyTorch state dict ({first_line(e)})") from None
+    if not isinstance(state, dict):
+        raise InputError(f, f"expected a state dict {{name: tensor}}, got {type(state).__name__}")
+    for name in list(state):
+        t = state.pop(name)
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f, f"holds a {type(t).__name__}, not a tensor", tensor=str(name))
+        yield name, (t.float().numpy().astype("bfloat16") if t.dtype == torch.bfloat16 else t.numpy())
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:
@@ -245,7 +269,8 @@ def save_hf_checkpoint(params: dict, cfg: LlamaConfig, path: str | Path, max_sha
             to_host(_read(params, entry))
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
+    tmp = Path(temp_path_for(path))  # removes a killed export's leftovers; umask mode, unlike mkdtemp's 0700
+    tmp.mkdir()
     try:
         shards: list[dict[str, np.ndarray]] = [{}]
         size = 0

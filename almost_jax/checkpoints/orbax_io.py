@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from almost_jax.data.errors import first_line
 
 log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint step of a run could be read; names each step and why."""
+
+
+class _Unreadable(Exception):
+    """One checkpoint step's files cannot be read (the message is the one-line reason)."""
 
 
 class Checkpointer:
@@ -39,15 +50,70 @@ class Checkpointer:
             log.info("checkpoint: saving step %d to %s", step, self.directory)
         return saved
 
-    def restore(self, abstract_state: Any, step: Optional[int] = None) -> tuple[Any, dict]:
-        """abstract_state: a tree of jax.ShapeDtypeStruct with `.sharding` set (see
-        `train.state.with_shardings`)."""
-        step = self.latest_step() if step is None else step
-        if step is None:
+    def restore(self, abstract_state: Any, step: Optional[int] = None,
+                accept_meta: Optional[Callable[[dict], None]] = None) -> tuple[Any, dict]:
+        """(state, meta) of `step`, or of the newest step that can be read.
+
+        abstract_state: a tree of jax.ShapeDtypeStruct with `.sharding` set (see
+        `parallel.shard.with_shardings`). accept_meta(meta) runs before the arrays are read and may
+        raise to refuse the checkpoint (a config check); that error is passed on as is. A step whose
+        files cannot be read (deleted or truncated data, bad metadata) is reported in one line and
+        the previous step is tried; once one restores, the unreadable newer steps are moved aside
+        to `<step>.unreadable` so that training can write those steps again.
+        """
+        steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
             raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return restored["state"], dict(restored["meta"] or {})
+        unreadable: list[tuple[int, str]] = []
+        for s in steps:
+            try:
+                state, meta = self._read(s, abstract_state, accept_meta)
+            except _Unreadable as e:
+                unreadable.append((s, str(e)))
+                log.warning("checkpoint %s cannot be read (%s)%s", self._step_dir(s), e,
+                            "; trying the previous step" if s != steps[-1] else "")
+                continue
+            if unreadable:
+                self._set_aside([u for u, _ in unreadable])
+                log.warning("checkpoint: restored step %d instead of %s", s, [u for u, _ in unreadable])
+            return state, meta
+        raise CheckpointError(f"no readable checkpoint in {self.directory}: "
+                              + "; ".join(f"step {u}: {why}" for u, why in unreadable)
+                              + ". Move or delete the damaged step(s) to start over from scratch.")
+
+    def _read(self, step: int, abstract_state: Any, accept_meta) -> tuple[Any, dict]:
+        """(state, meta) of one step; _Unreadable when its files cannot be read (any error of the
+        reads: deleted or truncated data, bad metadata), accept_meta's own error passed on."""
+        try:
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # noqa: BLE001
+            raise _Unreadable(first_line(e)) from e
+        if accept_meta is not None:
+            accept_meta(dict(meta or {}))
+        try:
+            args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            state = self.manager.restore(step, args=args)["state"]
+        except Exception as e:  # noqa: BLE001
+            raise _Unreadable(first_line(e)) from e
+        return state, dict(meta or {})
+
+    def _step_dir(self, step: int):
+        return epath.Path(self.directory) / str(step)
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Rename unreadable step dirs to `<step>.unreadable` (kept for inspection, no longer a step)."""
+        if jax.process_index() == 0:
+            for s in steps:
+                src = self._step_dir(s)
+                dst = src.parent / f"{s}.unreadable"
+                if dst.exists():
+                    dst.rmtree()
+                src.rename(dst)
+                log.warning("checkpoint: moved unreadable %s to %s", src, dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("almost_jax_checkpoint_set_aside")
+        self.manager.reload()
 
     def wait(self):
         self.manager.wait_until_finished()

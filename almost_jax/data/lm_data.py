@@ -14,23 +14,35 @@ from typing import Iterable, Sequence
 import jax
 import numpy as np
 
+from almost_jax.data.errors import InputError, note_skipped
+
 log = logging.getLogger(__name__)
 
 
 def read_text_corpus(path: str | Path, on_error: str = "raise") -> list[str]:
-    """The "text" of every line of a JSONL corpus; a bad line is reported with its line number."""
-    docs = []
-    with open(path) as f:
+    """The "text" of every line of a JSONL corpus; a bad line (a cut-off last one included) is an
+    InputError with its line number, or with on_error="skip" a warning and a count in the
+    job's manifest (data.errors.note_skipped)."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    docs, skipped = [], 0
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                docs.append(json.loads(line)["text"])
+                text = json.loads(line)["text"]
+                if not isinstance(text, str):
+                    raise TypeError(f"'text' is a {type(text).__name__}")
+                docs.append(text)
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                msg = f"{path}:{lineno}: not a JSON object with a 'text' field ({e})"
+                cut = "" if line.endswith("\n") else "the last line is cut off (the file looks truncated); "
+                error = InputError(path, f"{cut}not a JSON object with a 'text' string ({e})", line=lineno)
                 if on_error == "raise":
-                    raise ValueError(msg) from e
-                log.warning("skipping %s", msg)
+                    raise error from None
+                log.warning("skipping %s", error)
+                skipped += 1
+    note_skipped(path, skipped)
     return docs
 
 

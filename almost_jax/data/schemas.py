@@ -2,9 +2,12 @@
 
 One plain dataclass per schema; ``read_jsonl`` checks each line against it (types, required
 fields, no unknown keys; extras belong in ``meta``) and reports problems with file and line
-number. A corrupt line never passes silently: ``on_error="raise"`` raises ``RecordError``,
-``on_error="skip"`` logs a warning and counts it. A last line without its newline that does
-not parse is what a killed writer leaves behind: it is always ignored with a warning.
+number. A corrupt line never passes silently: ``on_error="raise"`` raises ``RecordError`` (an
+``errors.InputError``), ``on_error="skip"`` logs a warning and counts it (the count reaches the
+job's manifest through ``errors.note_skipped``). A last line without its newline that does not
+parse is a truncated file: an error like any other for an input, but what a killed writer
+leaves behind in a job's own resumable output, which its reader (``partial_tail_ok=True``)
+ignores with a warning.
 
 Writers: ``write_jsonl_atomic`` (whole file, temp + fsync + ``os.replace``) for final outputs,
 ``append_jsonl`` / ``JsonlAppender`` (one flushed line per record) for resumable streams.
@@ -15,26 +18,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import gzip
 import json
 import logging
 import os
-import tempfile
+import secrets
+import shutil
 import types
 import typing
 from typing import Any, IO, Iterable, Iterator, Literal, Union
 
 from almost_jax.data import chat
+from almost_jax.data.errors import InputError, note_skipped
 
 log = logging.getLogger(__name__)
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record that does not match its schema; names file, line and problem."""
 
     def __init__(self, path: str, lineno: int | None, problem: str):
-        super().__init__(f"{path}:{lineno}: {problem}" if lineno is not None else f"{path}: {problem}")
-        self.path, self.lineno, self.problem = path, lineno, problem
+        super().__init__(path, problem, line=lineno)
+        self.lineno, self.problem = lineno, problem
 
 
 # ---------------------------------------------------------------- schemas
@@ -253,17 +259,19 @@ class JsonlReader:
     ``problems`` (list of (line number, reason)), ``truncated_tail`` (bool).
     """
 
-    def __init__(self, path: str | os.PathLike, schema: type | None, on_error: str = "raise"):
+    def __init__(self, path: str | os.PathLike, schema: type | None, on_error: str = "raise",
+                 partial_tail_ok: bool = False):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.path, self.schema, self.on_error = os.fspath(path), schema, on_error
+        self.partial_tail_ok = partial_tail_ok
         self.n_records = self.n_skipped = 0
         self.problems: list[tuple[int, str]] = []
         self.truncated_tail = False
 
-    def _bad(self, lineno: int, problem: str, always_skip: bool = False) -> None:
-        if self.on_error == "raise" and not always_skip:
-            raise RecordError(self.path, lineno, problem)
+    def _bad(self, lineno: int, problem: str) -> None:
+        if self.on_error == "raise":
+            raise RecordError(self.path, lineno, problem) from None
         self.n_skipped += 1
         self.problems.append((lineno, problem))
         log.warning("%s:%d: skipped: %s", self.path, lineno, problem)
@@ -277,11 +285,16 @@ class JsonlReader:
                 try:
                     obj = json.loads(raw.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    if not complete:  # a killed writer's half line: ignore, never fatal
-                        self.truncated_tail = True
-                        self._bad(lineno, f"truncated last line ignored ({e})", always_skip=True)
-                    else:
+                    if complete:
                         self._bad(lineno, f"malformed JSON: {e}")
+                    elif self.partial_tail_ok:  # our own killed writer's half line: resume after it
+                        self.truncated_tail = True
+                        log.warning("%s:%d: ignoring the partial last line a killed writer left (%s)",
+                                    self.path, lineno, e)
+                    else:
+                        self.truncated_tail = True
+                        self._bad(lineno, f"the last line is cut off (no newline, not valid JSON: {e}): "
+                                          f"the file looks truncated")
                     continue
                 if not isinstance(obj, dict):
                     self._bad(lineno, f"expected a JSON object, got {type(obj).__name__}")
@@ -296,26 +309,74 @@ class JsonlReader:
                         continue
                 self.n_records += 1
                 yield record
+        note_skipped(self.path, self.n_skipped)
 
 
-def read_jsonl(path: str | os.PathLike, schema: type | None, on_error: str = "raise") -> JsonlReader:
-    """Validated records of ``path`` (``schema=None``: plain dicts). ``.gz`` is read transparently."""
-    return JsonlReader(path, schema, on_error)
+def read_jsonl(path: str | os.PathLike, schema: type | None, on_error: str = "raise",
+               partial_tail_ok: bool = False) -> JsonlReader:
+    """Validated records of ``path`` (``schema=None``: plain dicts). ``.gz`` is read transparently.
+    ``partial_tail_ok``: only for a job's own streamed output read back on resume."""
+    return JsonlReader(path, schema, on_error, partial_tail_ok)
 
 
-def load_jsonl(path: str | os.PathLike, schema: type | None, on_error: str = "raise") -> list:
-    return list(read_jsonl(path, schema, on_error))
+def load_jsonl(path: str | os.PathLike, schema: type | None, on_error: str = "raise",
+               partial_tail_ok: bool = False) -> list:
+    return list(read_jsonl(path, schema, on_error, partial_tail_ok))
 
 
 # ---------------------------------------------------------------- writing
 
+def temp_path_for(path: str | os.PathLike) -> str:
+    """A fresh temp name beside `path` (same filesystem, so the final rename is atomic), tagged
+    with this process id: `.<name>.<pid>.<random>.tmp`. Orphans of earlier killed writers of the
+    same target are removed first."""
+    path = os.fspath(path)
+    remove_orphans(path)
+    return os.path.join(os.path.dirname(os.path.abspath(path)),
+                        f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_orphans(path: str | os.PathLike) -> list[str]:
+    """Delete `.<name>.<pid>.*.tmp` files or dirs beside `path` whose writer process is gone."""
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    removed = []
+    for entry in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.tmp")):
+        pid = os.path.basename(entry)[len(name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        if os.path.isdir(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry)
+        removed.append(entry)
+    if removed:
+        log.info("removed %d temporary file(s) left by a killed writer of %s", len(removed), path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours from an earlier, failed write
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w"):
-    """Write to a temp file in the target's directory; fsync and ``os.replace`` on success."""
+    """Write to a temp file in the target's directory; fsync and ``os.replace`` on success. The
+    file gets the mode any new file gets (0666 less the umask); a killed write's temp file is
+    removed by the next write of the same target."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = temp_path_for(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f

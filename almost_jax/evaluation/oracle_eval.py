@@ -1,6 +1,7 @@
 """Gold-oracle evaluation of a policy on held-out mini-world tasks.
 
-The policy is any `generate(prompts: list[str]) -> list[str]` (raw continuations); this module
+The policy is any `generate(prompts: list[str], ids: list[str]) -> list[str]` (raw
+continuations; `ids` are the task ids, from which a sampler derives its random keys); this module
 only builds prompts (zero-shot chat, or k-shot from a prompt template), parses replies the same
 way the data jobs do, and scores them with the oracle. The oracle is used only here, never for
 training.
@@ -39,10 +40,10 @@ def score_replies(instructions: Sequence[str], replies: Sequence[str], families:
     return out
 
 
-def evaluate_policy(generate: Callable[[list[str]], list[str]], tasks, template: Optional[PromptTemplate] = None,
-                    n_shots: int = 0) -> tuple[dict, list[str]]:
-    """tasks: records with .prompt (the instruction) and .meta["family"]. Returns (scores, replies)."""
+def evaluate_policy(generate: Callable[[list[str], list[str]], list[str]], tasks,
+                    template: Optional[PromptTemplate] = None, n_shots: int = 0) -> tuple[dict, list[str]]:
+    """tasks: records with .id, .prompt (the instruction) and .meta["family"]. Returns (scores, replies)."""
     instructions = [t.prompt for t in tasks]
-    raw = generate(build_prompts(instructions, template, n_shots))
+    raw = generate(build_prompts(instructions, template, n_shots), [t.id for t in tasks])
     replies = [chat.extract_reply(r) for r in raw]
     return score_replies(instructions, replies, [t.meta["family"] for t in tasks]), replies

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from almost_jax.data import chat
+from almost_jax.data.errors import InputError
 from almost_jax.data.schemas import RecordError, StaticHHHItem, read_static_hhh, split_hh_pair
 from almost_jax.data.templates import prompt_path
 
@@ -65,14 +66,14 @@ def parse_judge_prompt(text: str, fields: Sequence[str], source: str = "<string>
     try:
         turns = chat.parse_dialogue(text.strip())
     except ValueError as e:
-        raise ValueError(f"{source}: {e}") from e
+        raise InputError(source, str(e)) from None
     if [s for s, _ in turns] != [chat.HUMAN, chat.ASSISTANT]:
-        raise ValueError(f"{source}: expected one 'Human:' turn then one 'Assistant:' turn, "
-                         f"got {[chat.LABELS[s] for s, _ in turns]}")
+        raise InputError(source, f"expected one 'Human:' turn then one 'Assistant:' turn, "
+                                 f"got {[chat.LABELS[s] for s, _ in turns]}")
     (_, human), (_, lead) = turns
     used = {name for part in (human, lead) for _, name, _, _ in string.Formatter().parse(part) if name is not None}
     if used != set(fields):
-        raise ValueError(f"{source}: placeholders {sorted(used)} but this benchmark fills {sorted(fields)}")
+        raise InputError(source, f"placeholders {sorted(used)} but this benchmark fills {sorted(fields)}")
     return JudgePrompt(human, lead, source)
 
 
@@ -250,7 +251,7 @@ def evaluate_file(path: str | os.PathLike, scorer, fmt: str, prompts: dict[str, 
         else:
             out = evaluate_truthfulqa_mc1(items, scorer, truthfulqa_mode, prompts["truthfulqa"], true_text)
     except ValueError as e:  # e.g. an answer string that is not one token: name the file too
-        raise ValueError(f"{path}: {e}") from e
+        raise InputError(path, str(e)) from e
     return {"file": path, **out}
 
 

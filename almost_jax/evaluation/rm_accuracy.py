@@ -7,24 +7,33 @@
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from almost_jax.data.schemas import ComparisonRecord, load_jsonl, read_hh_pairs, read_static_hhh, split_hh_pair
+from almost_jax.data.errors import InputError
+from almost_jax.data.schemas import (ComparisonRecord, load_jsonl, read_hh_pairs, read_jsonl, read_static_hhh,
+                                     split_hh_pair)
 
 REPLY_LABEL = "\n\nAssistant:"
 
 
 def detect_format(path: str | Path) -> str:
+    """"static_hhh" for a .json file, else from the first JSONL record's keys: "comparisons" (has
+    provenance) or "hh" (chosen/rejected transcripts)."""
     path = Path(path)
     if path.suffix == ".json":
         return "static_hhh"
-    with open(path) as f:
-        first = json.loads(next(line for line in f if line.strip()))
-    return "comparisons" if "provenance" in first else "hh"
+    first = next(iter(read_jsonl(path, None)), None)  # a bad first line: RecordError with its line
+    if first is None:
+        raise InputError(path, "no records: the file is empty")
+    if "provenance" in first:
+        return "comparisons"
+    if {"chosen", "rejected"} <= set(first):
+        return "hh"
+    raise InputError(path, f"cannot tell the format from the first record's keys {sorted(first)}; expected "
+                           f"almost_jax comparisons (with 'provenance') or HH pairs ('chosen', 'rejected')")
 
 
 def load_triples(path: str | Path, fmt: str = "auto", on_error: str = "raise"):
@@ -36,8 +45,11 @@ def load_triples(path: str | Path, fmt: str = "auto", on_error: str = "raise"):
         return [r.prompt for r in recs], [r.chosen for r in recs], [r.rejected for r in recs], None
     items = read_static_hhh(path) if fmt == "static_hhh" else list(read_hh_pairs(path, on_error))
     prompts, chosen, rejected = [], [], []
-    for it in items:
-        prompt, c, r = split_hh_pair(it)
+    for i, it in enumerate(items):
+        try:
+            prompt, c, r = split_hh_pair(it)
+        except ValueError as e:
+            raise InputError(path, f"record {i + 1}: {e}") from None
         prompts.append(prompt[: -len(REPLY_LABEL)] if prompt.endswith(REPLY_LABEL) else prompt)
         chosen.append(c)
         rejected.append(r)

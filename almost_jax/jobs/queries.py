@@ -48,24 +48,34 @@ class RougeDeduper:
 
 
 def self_instruct(cfg: ConfigDict, out: Path) -> dict:
+    """Rounds of `batch_prompts` generation prompts. Round r's prompts depend only on the seed and
+    the queries mined before it, and slot j of round r samples with the key of (seed,
+    "self_instruct", "r/j"); every mined query records its (round, slot). A killed job redoes its
+    last round from the same state, skipping what that round already wrote, so the output is
+    what an uninterrupted run writes."""
     from almost_jax.synthetic.generation import load_generator
     seeds = load_seed_queries(cfg.seed_file if Path(cfg.seed_file).is_file() else prompt_path(cfg.seed_file))
-    mined = [r.prompt for r in load_jsonl(out, PromptRecord, on_error="skip")] if out.exists() else []
-    check_same_on_all_hosts("\n".join(mined), f"mined queries in {out}")
+    existing = load_jsonl(out, PromptRecord, partial_tail_ok=True) if out.exists() else []
+    check_same_on_all_hosts("\n".join(r.prompt for r in existing), f"mined queries in {out}")
+    rounds_of = [int(r.meta.get("round", -1)) for r in existing]  # -1: written before rounds were recorded
+    start = max(rounds_of[-1], 0) if existing else 0
+    mined = [r.prompt for r, k in zip(existing, rounds_of) if k < start]
+    written = {int(r.meta["slot"]): r.prompt for r, k in zip(existing, rounds_of) if k == start}
     dedupe = RougeDeduper(float(cfg.rouge_threshold))
-    for q in seeds.queries + mined:
-        dedupe.kept.append(q)
+    dedupe.kept.extend(seeds.queries + mined)
     rules = QueryRules.from_config(cfg.rules)
-    rng = random.Random(f"{cfg.seed}/{len(mined)}")
     generate = load_generator(cfg.generator)
     rejected = {"parse": 0, "rules": 0, "rouge": 0}
-    rounds = 0
+    r = start
     with primary_appender(out) as sink:
-        while len(mined) < int(cfg.num_queries) and rounds < int(cfg.max_rounds):
+        while len(mined) < int(cfg.num_queries) and r < int(cfg.max_rounds):
+            rng = random.Random(f"{cfg.seed}/round{r}")
             pool = seeds.queries + mined
             prompts = [seeds.render(rng.sample(pool, min(int(cfg.n_shots), len(pool))))
                        for _ in range(int(cfg.batch_prompts))]
-            for raw in generate(prompts, seed=int(cfg.seed) + rounds, desc=f"queries round {rounds}"):
+            raws = generate(prompts, seed=int(cfg.seed), desc=f"queries round {r}", stream="self_instruct",
+                            ids=[f"{r}/{slot}" for slot in range(len(prompts))])
+            for slot, raw in enumerate(raws):
                 q = parse_query("Query:" + raw)
                 if not q:
                     rejected["parse"] += 1
@@ -74,10 +84,17 @@ def self_instruct(cfg: ConfigDict, out: Path) -> dict:
                 elif not dedupe.add_if_new(q):
                     rejected["rouge"] += 1
                 elif len(mined) < int(cfg.num_queries):
-                    sink.write(PromptRecord(id=f"q{len(mined)}", prompt=q, meta={"source": "self_instruct"}))
+                    if r != start or slot not in written:
+                        sink.write(PromptRecord(id=f"{cfg.id_prefix}{len(mined)}", prompt=q,
+                                                meta={"source": "self_instruct", "round": r, "slot": slot}))
+                    elif written[slot] != q:
+                        log.warning("queries: round %d slot %d resumed as %r, the file has %r", r, slot, q,
+                                    written[slot])
                     mined.append(q)
-            rounds += 1
-    return {"queries": len(mined), "rounds": rounds, **{f"rejected_{k}": v for k, v in rejected.items()}}
+            r += 1
+    generate.truncations.report()
+    return {"queries": len(mined), "rounds": r, **{f"rejected_{k}": v for k, v in rejected.items()},
+            "truncated_prompts": generate.truncations.truncated}
 
 
 def miniworld_queries(cfg: ConfigDict, out: Path) -> dict:
@@ -107,13 +124,15 @@ def run(cfg: ConfigDict) -> dict:
 
 
 def queries_config(source: str = "self_instruct") -> ConfigDict:
-    """Defaults from the official code: 10 shots, T=1.2, top-p 0.9, 64 new tokens, ROUGE-L 0.5."""
+    """Defaults from the official code: 10 shots, T=1.2, top-p 0.9, 64 new tokens, ROUGE-L 0.5.
+    `generator.params` as an HF dir gives the generator's architecture and tokenizer too."""
+    from almost_jax.config_lib import tokenizer_fields
     return ConfigDict(dict(
         source=source, output="work_dir/queries/queries.jsonl", num_queries=10000, seed=0, id_prefix="q",
         families=(), seed_file="seed_queries.txt", n_shots=10, rouge_threshold=0.5, batch_prompts=64, max_rounds=1000,
         rules=ConfigDict(dict(min_chars=30, max_chars=250, long_query_rule="intent")),
         generator=ConfigDict(dict(model=model_block("llama1-30b", dtype="bfloat16", param_dtype="bfloat16"),
-                                  params="", tokenizer="", batch_size=64, bucket=64,
+                                  params="", **tokenizer_fields(), batch_size=64, bucket=64,
                                   sampling=ConfigDict(dict(temperature=1.2, top_p=0.9, max_new_tokens=64,
                                                            stop_strings=("\n",))))),
     ))

@@ -15,7 +15,7 @@ def reward_config(preset: str = "mini-l", **train_overrides) -> ConfigDict:
     cfg.head_init_std = 0.02
     cfg.model = model_block(preset=preset)
     cfg.data = ConfigDict(dict(train="", eval="", eval_fraction=0.1, tokenizer="", allow_vocab_padding=0,
-                               on_error="skip", input_template=DEFAULT_TEMPLATE))
+                               on_error="raise", input_template=DEFAULT_TEMPLATE))
     cfg.optimizer = optimizer_block(lr=2e-5, weight_decay=0.1, schedule="cosine", warmup_ratio=0.03)
     train = dict(steps=0, batch_size=128, seq_len=1024, log_every=10, eval_every=100, checkpoint_every=200)
     train.update(train_overrides)

@@ -4,7 +4,9 @@
 
 Dialogues are simulated in chunks of `chunk_size` queries, batched across the chunk at every
 turn; each finished chunk is appended to `dialogues.jsonl`, and a restarted job skips the query
-ids already there, so a kill never duplicates or loses a finished dialogue.
+ids already there, so a kill never duplicates or loses a finished dialogue. Every sample's key
+comes from (seed, role, query id, turn), so a resumed job writes the dialogues an uninterrupted
+one writes.
 """
 from __future__ import annotations
 
@@ -35,19 +37,18 @@ def make_players(cfg: ConfigDict):
     a_sampler = build_sampler(cfg.assistant, a_sampling)
     u_sampler = build_sampler(cfg.user, cfg.user.sampling)
     a_tmpl, u_tmpl = _template(cfg.assistant.template), _template(cfg.user.template)
-    seed = [int(cfg.seed)]
+    seed = int(cfg.seed)
 
-    def assistant(prompts, n):
-        seed[0] += 1
-        outs = [chat.extract_reply(c.text) for c in a_sampler.generate(prompts, seed=seed[0], progress=False)]
+    def assistant(prompts, n, ids):  # ids: "<query id>/<turn>": the samples do not depend on chunking
+        outs = [chat.extract_reply(c.text)
+                for c in a_sampler.generate(prompts, seed=seed, progress=False, ids=ids, stream="assistant")]
         return [outs[i * n:(i + 1) * n] for i in range(len(prompts))]
 
-    def user(prompts):
-        seed[0] += 1
-        return [c.text for c in u_sampler.generate(prompts, seed=seed[0], progress=False)]
+    def user(prompts, ids):
+        return [c.text for c in u_sampler.generate(prompts, seed=seed, progress=False, ids=ids, stream="user")]
 
-    scorer = build_reward_scorer(cfg.rm)
-    return sp, assistant, user, scorer.score, (lambda h: a_tmpl.render_dialogue(int(cfg.assistant.n_shots), h, "assistant")), \
+    scorer = build_reward_scorer(cfg.rm)  # best of N by raw RM score (normalising cannot change an argmax)
+    return sp, assistant, user, scorer.raw_scores, (lambda h: a_tmpl.render_dialogue(int(cfg.assistant.n_shots), h, "assistant")), \
         (lambda h: u_tmpl.render_dialogue(int(cfg.user.n_shots), h, "human"))
 
 
@@ -56,7 +57,7 @@ def run(cfg: ConfigDict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "dialogues.jsonl"
     queries = load_jsonl(cfg.queries, PromptRecord, cfg.on_error)[: int(cfg.max_queries) or None]
-    done = {r.id for r in read_jsonl(path, DialogueRecord, on_error="skip")} if path.exists() else set()
+    done = {r.id for r in read_jsonl(path, DialogueRecord, partial_tail_ok=True)} if path.exists() else set()
     todo = [(q.id, q.prompt) for q in queries if q.id not in done]
     check_same_on_all_hosts(" ".join(i for i, _ in todo), f"unfinished dialogues in {path}")
     log.info("rmsp: %d dialogues to simulate (%d already done)", len(todo), len(done))
@@ -80,15 +81,14 @@ def rmsp_config() -> ConfigDict:
     """Defaults: N=4 candidates, up to 3 assistant turns (the paper's values were not recovered)."""
     setup = lambda: ConfigDict(dict(  # noqa: E731
         model=model_block("llama1-30b", dtype="bfloat16", param_dtype="bfloat16"),
-        params="", tokenizer="", batch_size=32, bucket=64, template="", n_shots=3,
+        params="", tokenizer="", allow_vocab_padding=0, batch_size=32, bucket=64, template="", n_shots=3,
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=384, n=1,
                                  stop_strings=("\n\nHuman:", "\n\n-----")))))
     cfg = ConfigDict(dict(workdir="work_dir/rmsp", queries="", max_queries=0, on_error="raise", seed=0, chunk_size=64,
                           selfplay=ConfigDict(dict(n_candidates=4, max_assistant_turns=3, selection="rm",
                                                    end_markers=("[END]",))),
                           assistant=setup(), user=setup(),
-                          rm=ConfigDict(dict(model=model_block("llama1-7b", dtype="bfloat16", param_dtype="bfloat16"),
-                                             params="", tokenizer="", max_len=1024, batch_size=32))))
+                          rm=ConfigDict(dict(path="", batch_size=32))))  # path: the RM dir train_rm wrote
     cfg.assistant.template = "assistant_detailed.txt"
     cfg.user.sampling.stop_strings = ("\n\nAssistant:", "\n\n-----")
     cfg.user.sampling.max_new_tokens = 64

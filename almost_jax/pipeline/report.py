@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
-from almost_jax.pipeline.job_configs import family_params, reward_job, sampler_setup, world_paths
+from almost_jax.pipeline.job_configs import family_params, sampler_setup, world_paths
 
 
 def policy_replies(cfg: ConfigDict, params_path: Path, preset: str, template: str = "", n_shots: int = 0):
@@ -19,7 +19,8 @@ def policy_replies(cfg: ConfigDict, params_path: Path, preset: str, template: st
     from almost_jax.synthetic.generation import build_sampler
     root = Path(cfg.workdir)
     sampler = build_sampler(sampler_setup(cfg, preset, params_path, cfg.policy_eval.sampling), cfg.policy_eval.sampling)
-    generate = lambda ps: [c.text for c in sampler.generate(ps, seed=int(cfg.policy_eval.seed), progress=False)]  # noqa: E731
+    generate = lambda ps, ids: [c.text for c in sampler.generate(  # noqa: E731  (keys by task id, as in family_eval)
+        ps, seed=int(cfg.policy_eval.seed), progress=False, ids=ids, stream="policy_eval")]
     tasks = load_jsonl(world_paths(root)["eval_tasks"], PromptRecord)
     tmpl = load_prompt_file(prompt_path(template)) if template else None
     return evaluate_policy(generate, tasks, tmpl, n_shots)
@@ -30,26 +31,27 @@ def policy_scores(cfg: ConfigDict, params_path: Path, preset: str, template: str
     return policy_replies(cfg, params_path, preset, template, n_shots)[0]
 
 
+def skipped_by_stage(root: Path) -> dict[str, int]:
+    """{"<stage>: <file>": records skipped} from every stage manifest (see data.errors)."""
+    from almost_jax.jobs.common import read_manifest
+    return {f"{m.parent.name}: {path}": n for m in sorted(root.glob("*/manifest.json"))
+            for path, n in ((read_manifest(m) or {}).get("skipped_records") or {}).items()}
+
+
 def run_report(cfg: ConfigDict, out: Path) -> dict:
     """report.md, summary.json and plots from every stage's outputs."""
-    from almost_jax.checkpoints.load import load_model_params
-    from almost_jax.config_lib import llama_config
+    from almost_jax.data import chat
     from almost_jax.data.schemas import PromptRecord, load_jsonl
-    from almost_jax.data.tokenizer import load_tokenizer
     from almost_jax.evaluation.report import markdown_table, write_report
     from almost_jax.evaluation.winrate import oracle_judge, rm_judge, win_rate
     from almost_jax.jobs import comparisons
     from almost_jax.jobs.common import read_manifest
-    from almost_jax.learners.reward import RewardScorer
+    from almost_jax.learners.reward import load_reward_model
     from almost_jax.miniworld import oracle
-    from almost_jax.models.llama import ScalarHeadModel
     root = Path(cfg.workdir)
     tasks = load_jsonl(world_paths(root)["eval_tasks"], PromptRecord)
     queries = [t.prompt for t in tasks]
-    rm_job = reward_job(cfg, root / "reward" / "rm", Path(""))
-    rm_cfg = llama_config(rm_job.model)
-    scorer = RewardScorer(ScalarHeadModel(rm_cfg), load_model_params(root / "reward" / "rm" / "params", rm_cfg),
-                          load_tokenizer(world_paths(root)["tokenizer"]), int(cfg.reward.train.seq_len), 100)
+    scorer = load_reward_model(root / "reward" / "rm", batch_size=100)
     judges = {"oracle": oracle_judge(), "rm": rm_judge(scorer)}
     small = cfg.family[cfg.sft_member].preset
     policies = []
@@ -70,7 +72,8 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
     for key, label, replies in policies:
         row = {"key": key, "name": label,
                "oracle_score": float(np.mean([oracle.score(q, r) for q, r in zip(queries, replies)])),
-               "rm_score": float(np.mean(scorer.score([f"\n\nHuman: {q}" for q in queries], replies)))}
+               "rm_score": float(np.mean(scorer.raw_scores([chat.format_turn(chat.HUMAN, q) for q in queries],
+                                                           replies)))}
         for jname, judge in judges.items():
             row[f"winrate_{jname}"], row[f"winrate_{jname}_se"] = win_rate(judge, queries, replies, base)
         rows.append(row)
@@ -83,6 +86,9 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
     sections = {"reward_model": rm, "comparisons": comp,
                 "family": (read_manifest(root / "family_eval" / "manifest.json") or {}).get("summary", {}),
                 "ppo": (read_manifest(root / "ppo" / "manifest.json") or {}).get("summary", {})}
+    skipped = skipped_by_stage(root)
+    if skipped:
+        sections["skipped input records (on_error=skip)"] = skipped
     write_report(out, rows, sections, bars, root / "ppo" / "metrics.jsonl")
     print(markdown_table(rows))
     return {r["key"]: round(r["oracle_score"], 4) for r in rows}

@@ -20,6 +20,7 @@ from typing import Sequence
 from absl import flags
 from ml_collections import ConfigDict
 
+from almost_jax.data.errors import reset_skipped
 from almost_jax.jobs.common import read_manifest, run_job, write_manifest
 
 log = logging.getLogger("almost_jax.pipeline")
@@ -75,6 +76,7 @@ def run_pipeline(cfg: ConfigDict, only: Sequence[str] = ()) -> dict[str, dict]:
             print(summary_line(st.name, results[st.name], 0, True), flush=True)
             continue
         prepare_stage_dir(workdir / st.name, hashes[st.name])
+        reset_skipped()  # the stage's manifest records what its readers skip
         t0 = time.time()
         summary = st.run(cfg, workdir / st.name)
         seconds = time.time() - t0

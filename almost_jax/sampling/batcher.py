@@ -15,10 +15,12 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from almost_jax.data.truncation import Truncations
 from almost_jax.models.llama import CausalLM, param_shardings
 from almost_jax.parallel import DEFAULT_RULES, batch_sharding, mesh_context
 from almost_jax.parallel.shard import batch_multiple, to_global, to_host
 from almost_jax.sampling.engine import FINISH_NAMES, make_generate_fn
+from almost_jax.sampling.keys import prompt_keys
 from almost_jax.sampling.processors import SamplingConfig
 
 
@@ -64,10 +66,12 @@ class Sampler:
     """
 
     def __init__(self, model: CausalLM, params, tokenizer, cfg: SamplingConfig, batch_size: int = 32,
-                 bucket: int = 32, max_prompt_len: Optional[int] = None, add_bos: bool = True,
+                 bucket: int = 32, max_prompt_len: Optional[int] = None, add_bos: Optional[bool] = None,
                  mesh: Optional[Mesh] = None, rules=DEFAULT_RULES):
+        """add_bos: start prompts with BOS (None = as the tokenizer's model does, `tokenizer.add_bos`)."""
         self.model, self.tok, self.cfg = model, tokenizer, cfg
-        self.bucket, self.add_bos = bucket, add_bos
+        self.bucket = bucket
+        self.add_bos = getattr(tokenizer, "add_bos", True) if add_bos is None else add_bos
         limit = model.cfg.max_position_embeddings - cfg.max_new_tokens
         self.max_prompt_len = min(max_prompt_len or limit, limit)
         stop_seqs = [tokenizer.encode(s) for s in cfg.stop_strings]
@@ -81,28 +85,38 @@ class Sampler:
         self.params, self.batch_size = params, batch_size
         self._fn = make_generate_fn(model, cfg, tokenizer.eos_id, tokenizer.pad_id, stop_seqs, param_sh,
                                     self._batch_sh, valid_vocab=tokenizer.vocab_size)
+        # Prompts longer than max_prompt_len keep their last tokens: warned and counted here
+        # (`truncations.as_dict()` for a job's manifest).
+        self.truncations = Truncations(f"prompt (max_prompt_len {self.max_prompt_len})")
 
     def encode(self, prompt: str) -> list[int]:
-        ids = self.tok.encode(prompt, add_bos=self.add_bos)
-        return ids[-self.max_prompt_len:]
+        return self.truncations.keep_last(self.tok.encode(prompt, add_bos=self.add_bos), self.max_prompt_len)
 
     def generate(self, prompts: Sequence[str], seed: int = 0, desc: Optional[str] = None,
-                 progress: bool = True, params=None) -> Iterator[Completion]:
+                 progress: bool = True, params=None, ids: Optional[Sequence[object]] = None,
+                 stream: str = "") -> Iterator[Completion]:
         """Yields completions in prompt order (n per prompt when cfg.n > 1); `params` overrides the
-        sampler's own (a policy that changes between calls, same shapes: no recompile)."""
+        sampler's own (a policy that changes between calls, same shapes: no recompile).
+
+        Prompt i samples with the key of (seed, stream, ids[i]) (sampling/keys.py), whatever batch
+        it lands in: give stable ids (query ids) and a stream per setup/role, and a resumed job
+        draws what an uninterrupted one draws. `ids` default to the prompts' positions."""
         params = self.params if params is None else params
+        ids = list(range(len(prompts))) if ids is None else list(ids)
+        if len(ids) != len(prompts):
+            raise ValueError(f"{len(ids)} ids for {len(prompts)} prompts")
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         ready: dict[int, list[Completion]] = {}
         next_out = 0
-        key = jax.random.key(seed)
         bar = tqdm(total=len(prompts), desc=desc or "sampling", disable=not progress, dynamic_ncols=True, leave=False)
-        for b, start in enumerate(range(0, len(order), self.batch_size)):
+        for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             seqs = [encoded[i] for i in idx] + [[self.tok.bos_id]] * (self.batch_size - len(idx))
             length = bucket_length(max(map(len, seqs)), self.bucket)
-            ids, mask = left_pad(seqs, length, self.tok.pad_id)
-            out = self._run(params, ids, mask, jax.random.fold_in(key, b))
+            tokens, mask = left_pad(seqs, length, self.tok.pad_id)
+            keys = prompt_keys(seed, stream, [ids[i] for i in idx] + [""] * (self.batch_size - len(idx)))
+            out = self._run(params, tokens, mask, keys)
             for row, prompt_index in enumerate(idx):
                 ready[prompt_index] = [self._completion(out, row * self.cfg.n + k, prompt_index, k)
                                        for k in range(self.cfg.n)]
@@ -112,11 +126,12 @@ class Sampler:
                 next_out += 1
         bar.close()
 
-    def _run(self, params, ids: np.ndarray, mask: np.ndarray, key) -> dict[str, np.ndarray]:
+    def _run(self, params, ids: np.ndarray, mask: np.ndarray, keys: np.ndarray) -> dict[str, np.ndarray]:
         if self.mesh is None:
-            return jax.device_get(self._fn(params, ids, mask, key))
+            return jax.device_get(self._fn(params, ids, mask, keys))
         with mesh_context(self.mesh, self.rules):
-            out = self._fn(params, to_global(ids, self._batch_sh), to_global(mask, self._batch_sh), key)
+            out = self._fn(params, to_global(ids, self._batch_sh), to_global(mask, self._batch_sh),
+                           to_global(keys, self._batch_sh))
         return {k: to_host(v) for k, v in out.items()}
 
     def _completion(self, out, row: int, prompt_index: int, sample_index: int) -> Completion:

@@ -29,12 +29,27 @@ def _ends_with(tokens: jax.Array, step: jax.Array, seq: tuple[int, ...]) -> jax.
     return (step + 1 >= n) & jnp.all(window == jnp.asarray(seq, tokens.dtype), axis=1)
 
 
+def row_sample_keys(key: jax.Array, batch: int, n: int) -> jax.Array:
+    """[batch * n] typed keys, prompt-major: sample k of prompt i gets fold_in(prompt key i, k).
+    `key`: raw key data [batch, ...] (one key per prompt, see sampling/keys.py), or a single
+    typed key, split over the prompts."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        prompt_keys = jax.random.split(key, batch) if key.ndim == 0 else key
+    else:
+        prompt_keys = jax.random.wrap_key_data(key)
+    samples = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(n)))(prompt_keys)
+    return samples.reshape(batch * n)
+
+
 def generate_tokens(model: CausalLM, params, prompt_ids: jax.Array, prompt_mask: jax.Array, key: jax.Array,
                     cfg: SamplingConfig, eos_id: int, pad_id: int,
                     stop_sequences: tuple[tuple[int, ...], ...] = (), valid_vocab: int = 0) -> dict:
     """Returns tokens/logprobs [B*n, max_new_tokens], lengths [B*n], finish [B*n], steps (scalar).
-    Rows are prompt-major: rows i*n .. i*n+n-1 are the samples of prompt i. `valid_vocab` > 0
-    never samples ids at or past it (rows of a padded embedding the tokenizer cannot decode)."""
+    Rows are prompt-major: rows i*n .. i*n+n-1 are the samples of prompt i. `key`: one key per
+    prompt as raw key data [B, ...] (`sampling.keys.prompt_keys`), or a single typed key; the
+    token of row r at decode step t is drawn with fold_in(key of row r, t), so a row's sample does
+    not depend on the other rows of its batch. `valid_vocab` > 0 never samples ids at or past it
+    (rows of a padded embedding the tokenizer cannot decode)."""
     mcfg = model.cfg
     if 0 < valid_vocab < mcfg.vocab_size:
         keep = jnp.arange(mcfg.vocab_size) < valid_vocab
@@ -56,9 +71,10 @@ def generate_tokens(model: CausalLM, params, prompt_ids: jax.Array, prompt_mask:
         cache = jax.tree.map(rep, cache)
         kv_mask, last, next_pos = rep(kv_mask), rep(last), rep(next_pos)
     rows = b * cfg.n
+    row_keys = None if cfg.greedy else row_sample_keys(key, b, cfg.n)
 
     state = dict(
-        step=jnp.zeros((), jnp.int32), cache=cache, kv_mask=kv_mask, last=last, pos=next_pos, key=key,
+        step=jnp.zeros((), jnp.int32), cache=cache, kv_mask=kv_mask, last=last, pos=next_pos,
         tokens=jnp.full((rows, n_new), pad_id, jnp.int32), logprobs=jnp.zeros((rows, n_new), jnp.float32),
         done=jnp.zeros((rows,), bool), finish=jnp.full((rows,), FINISH_LENGTH, jnp.int32),
         lengths=jnp.zeros((rows,), jnp.int32))
@@ -67,9 +83,9 @@ def generate_tokens(model: CausalLM, params, prompt_ids: jax.Array, prompt_mask:
         return (s["step"] < n_new) & ~jnp.all(s["done"])
 
     def body(s):
-        key, sub = jax.random.split(s["key"])
         i = s["step"]
-        token, logp = sample_step(sub, allowed(s["last"]), cfg)
+        step_keys = None if cfg.greedy else jax.vmap(jax.random.fold_in, (0, None))(row_keys, i)
+        token, logp = sample_step(step_keys, allowed(s["last"]), cfg)
         active = ~s["done"]
         token = jnp.where(active, token, pad_id).astype(jnp.int32)
         tokens = s["tokens"].at[:, i].set(token)
@@ -83,7 +99,7 @@ def generate_tokens(model: CausalLM, params, prompt_ids: jax.Array, prompt_mask:
         done = s["done"] | hit_eos | hit_stop
         kv_mask = jax.lax.dynamic_update_slice_in_dim(s["kv_mask"], active.astype(jnp.int32)[:, None], p + i, axis=1)
         logits, cache = model.apply({"params": params}, token[:, None], kv_mask, s["pos"][:, None], s["cache"], p + i)
-        return dict(step=i + 1, cache=cache, kv_mask=kv_mask, last=logits[:, -1], pos=s["pos"] + 1, key=key,
+        return dict(step=i + 1, cache=cache, kv_mask=kv_mask, last=logits[:, -1], pos=s["pos"] + 1,
                     tokens=tokens, logprobs=logprobs, done=done, finish=finish, lengths=lengths)
 
     out = jax.lax.while_loop(cond, body, state)
@@ -94,12 +110,25 @@ def generate_tokens(model: CausalLM, params, prompt_ids: jax.Array, prompt_mask:
 def make_generate_fn(model: CausalLM, cfg: SamplingConfig, eos_id: int, pad_id: int,
                      stop_sequences: Sequence[Sequence[int]] = (), param_shardings=None, batch_sharding=None,
                      valid_vocab: int = 0):
-    """jit(generate_tokens) for one sampling config; call as fn(params, prompt_ids, prompt_mask, key)."""
-    stops = tuple(tuple(int(t) for t in s) for s in stop_sequences if len(s))
+    """jit(generate_tokens) for one sampling config; call as fn(params, prompt_ids, prompt_mask, key),
+    `key` one per prompt ([B, ...] raw key data, laid out like the prompts) or a single typed key.
 
+    The same arguments return the same jitted function (params are an argument, not part of it),
+    so samplers rebuilt for the same model and config - a resumed job, the pipeline's held-out
+    runs, several checkpoints of one model - reuse its compiled programs."""
+    # A stop sequence longer than max_new_tokens can never be completed (and cannot be sliced).
+    stops = tuple(tuple(int(t) for t in s) for s in stop_sequences if 0 < len(s) <= cfg.max_new_tokens)
+    flat, tree = jax.tree.flatten(param_shardings)
+    return _generate_fn(model, cfg, eos_id, pad_id, stops, tuple(flat), tree, batch_sharding, valid_vocab)
+
+
+@functools.lru_cache(maxsize=64)
+def _generate_fn(model, cfg, eos_id, pad_id, stops, param_sharding_leaves, param_sharding_tree, batch_sharding,
+                 valid_vocab):
     def fn(params, prompt_ids, prompt_mask, key):
         return generate_tokens(model, params, prompt_ids, prompt_mask, key, cfg, eos_id, pad_id, stops, valid_vocab)
 
-    if param_shardings is None:
+    if not param_sharding_leaves:
         return jax.jit(fn)
+    param_shardings = jax.tree.unflatten(param_sharding_tree, param_sharding_leaves)
     return jax.jit(fn, in_shardings=(param_shardings, batch_sharding, batch_sharding, None))

@@ -73,12 +73,15 @@ def process_logits(logits: jax.Array, cfg: SamplingConfig) -> jax.Array:
 
 
 def sample_step(key: jax.Array, logits: jax.Array, cfg: SamplingConfig) -> tuple[jax.Array, jax.Array]:
-    """(token [B], logprob [B]). The logprob is that of the token under softmax(logits / T), the
-    temperature-scaled but untruncated distribution: what PPO's ratio is computed against
-    (as in AlpacaFarm). Greedy returns log_softmax(logits) of the argmax."""
+    """(token [B], logprob [B]). `key`: one key per row ([B] typed keys: row i's token depends on
+    key i and its own logits only), or a single key split over the rows. The logprob is that of
+    the token under softmax(logits / T), the temperature-scaled but untruncated distribution:
+    what PPO's ratio is computed against (as in AlpacaFarm). Greedy returns log_softmax(logits)
+    of the argmax."""
     if cfg.greedy:
         token = jnp.argmax(logits, axis=-1)
         return token, jnp.take_along_axis(jax.nn.log_softmax(logits, -1), token[:, None], -1)[:, 0]
-    token = jax.random.categorical(key, process_logits(logits, cfg), axis=-1)
+    keys = jax.random.split(key, logits.shape[0]) if key.ndim == 0 else key
+    token = jax.vmap(jax.random.categorical)(keys, process_logits(logits, cfg))
     logp = jax.nn.log_softmax(logits / cfg.temperature, axis=-1)
     return token, jnp.take_along_axis(logp, token[:, None], -1)[:, 0]

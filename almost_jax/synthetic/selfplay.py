@@ -7,9 +7,11 @@ keeps the first sample, the ablation without RM guidance). A dialogue ends after
 all candidates and their scores so the selection can be audited.
 
 The loop is written over three injected functions, so the logic is testable without models:
-  assistant(prompts, n) -> list of n candidate replies per prompt
-  user(prompts) -> one raw continuation per prompt
+  assistant(prompts, n, ids) -> list of n candidate replies per prompt
+  user(prompts, ids) -> one raw continuation per prompt
   score(contexts, replies) -> RM scores (contexts: the dialogue so far, chat formatted)
+`ids` name each prompt as "<query id>/<turn index>": samplers derive their random keys from them
+(sampling/keys.py), so a dialogue does not depend on which others share its batch.
 """
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ def play(queries: Sequence[tuple[str, str]], assistant: Callable, user: Callable
         if not active:
             break
         histories = [[(x.speaker, x.text) for x in turns[qid]] for qid in active]
-        candidates = assistant([assistant_prompt(h) for h in histories], cfg.n_candidates)
+        candidates = assistant([assistant_prompt(h) for h in histories], cfg.n_candidates,
+                               [f"{qid}/{t}" for qid in active])
         contexts = [chat.format_dialogue(h) for h in histories]
         flat_ctx = [c for c, cands in zip(contexts, candidates) for _ in cands]
         flat = [r for cands in candidates for r in cands]
@@ -73,7 +76,7 @@ def play(queries: Sequence[tuple[str, str]], assistant: Callable, user: Callable
         if t == cfg.max_assistant_turns - 1:
             break
         histories = [[(x.speaker, x.text) for x in turns[qid]] for qid in active]
-        replies = user([user_prompt(h) for h in histories])
+        replies = user([user_prompt(h) for h in histories], [f"{qid}/{t}" for qid in active])
         still = []
         for qid, raw in zip(active, replies):
             text = chat.extract_reply(raw)

@@ -21,9 +21,10 @@ BUCKET = "/gcs/YOUR_BUCKET"
 
 def setup(preset, template, shots, max_new_tokens):
     return ConfigDict(dict(
-        model=model_block(preset, dtype="bfloat16", param_dtype="bfloat16", scan_layers=True), params=f"{BUCKET}/models/{preset}-hf",
-        tokenizer=f"{BUCKET}/models/{preset}-hf/tokenizer.model", batch_size=64, bucket=128, template=template,
-        n_shots=shots, separator="\n\n-----", mesh=mesh_block(data=-1, fsdp=1, tensor=4),
+        model=model_block(preset, dtype="bfloat16", param_dtype="bfloat16", scan_layers=True),
+        params=f"{BUCKET}/models/{preset}-hf", tokenizer=f"{BUCKET}/models/{preset}-hf/tokenizer.model",
+        allow_vocab_padding=0, batch_size=64, bucket=128, template=template, n_shots=shots, separator="\n\n-----",
+        mesh=mesh_block(data=-1, fsdp=1, tensor=4),
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=max_new_tokens,
                                  stop_strings=("\n\n-----", "\n\nHuman:")))))
 
@@ -31,7 +32,7 @@ def setup(preset, template, shots, max_new_tokens):
 def get_config():
     return ConfigDict(dict(
         workdir=f"{BUCKET}/almost/comparisons", queries=f"{BUCKET}/almost/queries/rm.jsonl",
-        max_queries=0, on_error="skip", seed=0,
+        max_queries=0, on_error="raise", seed=0,
         setups=ConfigDict(dict(
             llama30b_faithful_3shot=setup("llama1-30b", "assistant_detailed.txt", 3, 768),
             llama13b_hhh_3shot=setup("llama1-13b", "assistant_brief.txt", 3, 384),

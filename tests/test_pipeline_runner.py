@@ -1,0 +1,90 @@
+"""The pipeline runner: a stage whose manifest carries the current chain hash is skipped; editing a
+stage's config block reruns it and every later stage and clears their stale outputs; an
+interrupted stage keeps its partial outputs for its own resume."""
+import pytest
+from ml_collections import ConfigDict
+
+from almost_jax.pipeline import runner
+from almost_jax.pipeline.stages import Stage
+
+
+@pytest.fixture
+def pipeline(monkeypatch, tmp_path):
+    calls, fail = [], set()
+
+    def make(name):
+        def run(cfg, out):
+            calls.append(name)
+            (out / "partial.txt").open("a").write("x")  # what a resumable stage streams
+            if name in fail:
+                raise RuntimeError(f"{name} killed")
+            (out / "done.txt").write_text(str(cfg[name].value))
+            return {"value": cfg[name].value}
+        return run
+
+    stages = [Stage(n, (n,), make(n)) for n in ("a", "b", "c")]
+    monkeypatch.setattr(runner, "_stages", lambda: stages)
+    cfg = ConfigDict(dict(workdir=str(tmp_path), a=ConfigDict(dict(value=1)), b=ConfigDict(dict(value=2)),
+                          c=ConfigDict(dict(value=3))))
+    return cfg, calls, fail, tmp_path
+
+
+def test_done_stages_are_skipped_and_an_edit_reruns_from_that_stage(pipeline, capsys):
+    cfg, calls, _, root = pipeline
+    first = runner.run_pipeline(cfg)
+    assert calls == ["a", "b", "c"] and first == {"a": {"value": 1}, "b": {"value": 2}, "c": {"value": 3}}
+    calls.clear()
+    assert runner.run_pipeline(cfg) == first and calls == []
+    assert capsys.readouterr().out.count("skipped (done)") == 3
+    cfg.b.value = 20  # stage b's block changed: b and c rerun, a does not
+    assert runner.run_pipeline(cfg)["b"] == {"value": 20} and calls == ["b", "c"]
+    assert (root / "b" / "partial.txt").read_text() == "x"  # b's stale outputs were cleared first
+    assert (root / "a" / "partial.txt").read_text() == "x"
+    assert (root / "c" / "done.txt").read_text() == "3"
+    calls.clear()
+    runner.run_pipeline(cfg, only=["c"])
+    assert calls == []  # only c asked, and it is done
+    with pytest.raises(ValueError, match="unknown stage"):
+        runner.run_pipeline(cfg, only=["z"])
+
+
+def test_an_interrupted_stage_keeps_its_partial_outputs(pipeline):
+    cfg, calls, fail, root = pipeline
+    fail.add("b")
+    with pytest.raises(RuntimeError, match="b killed"):
+        runner.run_pipeline(cfg)
+    assert not (root / "b" / "manifest.json").exists()
+    fail.clear()
+    calls.clear()
+    runner.run_pipeline(cfg)
+    assert calls == ["b", "c"]
+    assert (root / "b" / "partial.txt").read_text() == "xx"  # resumed next to what it had written
+    cfg.a.value = 10
+    calls.clear()
+    runner.run_pipeline(cfg)
+    assert calls == ["a", "b", "c"] and (root / "b" / "partial.txt").read_text() == "x"
+
+
+def test_chain_hash_depends_on_earlier_stages_only():
+    cfg = ConfigDict(dict(a=ConfigDict(dict(value=1)), b=ConfigDict(dict(value=2)), c=ConfigDict(dict(value=3))))
+    stages = [Stage(n, (n,), None) for n in "abc"]
+    before = runner.chain_hashes(cfg, stages)
+    cfg.b.value = 5
+    after = runner.chain_hashes(cfg, stages)
+    assert before["a"] == after["a"] and before["b"] != after["b"] and before["c"] != after["c"]
+
+
+def test_skipped_input_records_reach_the_stage_manifest_and_the_report(pipeline, tmp_path_factory):
+    from almost_jax.data.schemas import PromptRecord, load_jsonl
+    from almost_jax.jobs.common import read_manifest
+    from almost_jax.pipeline.report import skipped_by_stage
+    cfg, _, _, root = pipeline
+    data = tmp_path_factory.mktemp("in") / "prompts.jsonl"
+    data.write_text('{"id": "1", "prompt": "a"}\n{"id": 2}\n{"id": "3", "prompt": "c"}\n')
+    stages = runner._stages()
+    read = lambda cfg, out: {"n": len(load_jsonl(data, PromptRecord, on_error="skip"))}  # noqa: E731
+    stages[1] = Stage("b", ("b",), read)
+    runner.run_pipeline(cfg)
+    assert read_manifest(root / "b" / "manifest.json")["skipped_records"] == {str(data): 1}
+    assert read_manifest(root / "c" / "manifest.json")["skipped_records"] == {}  # counted per stage
+    assert skipped_by_stage(root) == {f"b: {data}": 1}
