@@ -30,6 +30,19 @@ def random_batch(shape: str, batch: int, seq: int, vocab: int, seed: int = 0) ->
     return {"chosen_ids": ids(), "chosen_mask": ones, "rejected_ids": ids(), "rejected_mask": ones}
 
 
+def logits_lm_loss(model):
+    """The LM loss through full [B, T, vocab] logits (learners.lm.masked_lm_loss): the path the
+    chunked head (models.lm_head, the default) replaces, kept here to measure what it buys."""
+    from almost_jax.learners.lm import masked_lm_loss
+
+    def loss_fn(params, batch, rng):
+        logits, _ = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"])
+        loss, count = masked_lm_loss(logits, batch["input_ids"], batch["loss_mask"])
+        return loss, {"target_tokens": count}
+
+    return loss_fn
+
+
 def jax_worker(spec: dict) -> dict:
     import contextlib
 
@@ -47,6 +60,8 @@ def jax_worker(spec: dict) -> dict:
 
     shape = spec["shape"]
     cfg = load_hf_config(spec["ckpt"]).replace(dtype=spec["dtype"], param_dtype="float32", remat=spec["remat"],
+                                                remat_policy=spec.get("remat_policy", "none"),
+                                                scan_layers=spec.get("scan_layers", False),
                                                 attention_impl=spec["attention_impl"])
     _, params = load_hf_checkpoint(spec["ckpt"], cfg)
     head = "lm" if shape == "sft" else "scalar"
@@ -54,6 +69,8 @@ def jax_worker(spec: dict) -> dict:
         params = with_score_head(params, cfg, jax.random.key(0), 0.0)
     model = CausalLM(cfg) if shape == "sft" else ScalarHeadModel(cfg)
     loss_fn = make_lm_loss(model) if shape == "sft" else make_reward_loss(model)
+    if shape == "sft" and spec.get("lm_head") == "logits":
+        loss_fn = logits_lm_loss(model)
     tx, schedule = make_optimizer(optimizer_block(lr=1e-5, schedule="constant", warmup_ratio=0.0, grad_clip=1.0), 100)
     mesh = make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1))
     batch = random_batch(shape, spec["batch"], spec["seq"], cfg.vocab_size)
@@ -149,6 +166,10 @@ def main():
     p.add_argument("--steps", type=int, default=2, help="steps per timed run")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--remat", action="store_true", help="rematerialise layers (both frameworks)")
+    p.add_argument("--remat-policy", default="none", help="almost_jax's remat policy (models.config.REMAT_POLICIES)")
+    p.add_argument("--scan-layers", action="store_true", help="almost_jax's layers under lax.scan (stacked params)")
+    p.add_argument("--lm-head", default="chunked", choices=["chunked", "logits"],
+                   help="SFT loss through the chunked head (default) or full [B, T, vocab] logits")
     p.add_argument("--attention-impl", default="xla", choices=["xla", "cudnn"])
     p.add_argument("--profile", default="", help="write a jax.profiler trace of the timed steps here")
     args = p.parse_args()
@@ -167,7 +188,8 @@ def main():
         cfg = get_config(preset)
         for shape in args.shapes.split(","):
             spec = {"ckpt": ckpt, "shape": shape, "batch": batch, "seq": seq, "dtype": dtype,
-                    "remat": args.remat, "attention_impl": args.attention_impl, "steps": args.steps,
+                    "remat": args.remat, "remat_policy": args.remat_policy, "scan_layers": args.scan_layers,
+                    "lm_head": args.lm_head, "attention_impl": args.attention_impl, "steps": args.steps,
                     "repeats": args.repeats, "device": args.device, "peak_tflops": args.peak_tflops,
                     "profile": f"{args.profile}/{preset}-{shape}" if args.profile else ""}
             tokens = batch * seq * (2 if shape == "rm" else 1)
@@ -198,7 +220,8 @@ def main():
     if limits:
         print(f"\ndevice {limits['device_kind']} x{limits['n_devices']}, {dtype} compute / fp32 params; peak "
               f"{limits['peak_flops'] / 1e9:.0f} GFLOP/s ({limits['peak_source']})")
-    common.print_table("train step (forward + backward + AdamW)", rows, [
+    common.print_table(f"train step (forward + backward + AdamW); almost_jax: scan_layers={args.scan_layers}, "
+                       f"remat_policy={args.remat_policy}, lm_head={args.lm_head}", rows, [
         ("config", "config", "{}"), ("framework", "framework", "{}"), ("tok_s", "tokens/s", "{:.0f}"),
         ("step_s", "s/step", "{:.3f}"), ("mfu", "MFU", "{:.1%}"), ("jax_vs", "almost_jax is", "{:.2f}x"),
         ("loss0", "step-0 loss", "{:.4f}"), ("host_gb", "host GB", "{:.2f}"), ("dev_gb", "device GB", "{:.2f}")])
