@@ -220,15 +220,19 @@ def test_select_by_kl_budget_takes_the_last_step_within_it(tmp_path):
     assert rl_job.select_by_kl_budget(tmp_path, 0.05) is None
 
 
-def test_learner_logprobs_equal_the_samplers(assets):
+@pytest.mark.parametrize("scan", [False, True])
+def test_learner_logprobs_equal_the_samplers(assets, scan):
     """The sampler's log-prob of each drawn token (temperature-scaled, padded vocab rows excluded) is
-    what the learner recomputes for the same rollout: same offset, temperature and vocabulary."""
+    what the learner recomputes for the same rollout: same offset, temperature and vocabulary; with
+    unrolled layers and with scanned ones (stacked params, stacked KV cache)."""
     from almost_jax.data.tokenizer import load_tokenizer
     from almost_jax.learners.rl import make_scoring_fn, rollout_arrays
-    from almost_jax.models.llama import CausalLM
+    from almost_jax.models.llama import CausalLM, stack_layers
     from almost_jax.sampling import Sampler, SamplingConfig
     cfg = get_config("tiny")
     params = init_params(cfg, jax.random.key(0))
+    if scan:
+        cfg, params = cfg.replace(scan_layers=True), stack_layers(params)
     tok = load_tokenizer(assets / "sp.model")
     Q, R = 16, 10
     sampler = Sampler(CausalLM(cfg), params, tok, SamplingConfig(temperature=0.7, max_new_tokens=R, n=2), batch_size=3,

@@ -202,7 +202,7 @@ def test_samples_depend_on_prompt_ids_not_on_batches(tiny):
 SHARDED = """
 import numpy as np, jax
 from almost_jax.models.config import get_config
-from almost_jax.models.llama import CausalLM, abstract_or_init, init_params
+from almost_jax.models.llama import CausalLM, abstract_or_init, init_params, stack_layers
 from almost_jax.parallel import MeshConfig, make_mesh, mesh_context, logical_shardings, batch_sharding
 from almost_jax.sampling import SamplingConfig, make_generate_fn
 cfg = get_config("tiny-gqa")
@@ -219,12 +219,20 @@ for shape in [(8, 1, 1), (2, 2, 2)]:
         out = np.asarray(fn(jax.device_put(params, psh), ids, mask, jax.random.key(0))["tokens"])
     assert (out == ref).all(), (shape, out, ref)
     print("OK", shape)
+scfg = cfg.replace(scan_layers=True)  # stacked params, their 'layers' axis unsharded, and a stacked cache
+mesh = make_mesh(MeshConfig(2, 2, 2))
+psh = logical_shardings(abstract_or_init(scfg, jax.random.key(0)), mesh)
+with mesh_context(mesh):
+    fn = make_generate_fn(CausalLM(scfg), sc, 10**6, 0, param_shardings=psh, batch_sharding=batch_sharding(mesh))
+    out = np.asarray(fn(jax.device_put(stack_layers(params), psh), ids, mask, jax.random.key(0))["tokens"])
+assert (out == ref).all(), ("scan", out, ref)
+print("OK scan")
 """
 
 
 def test_sharded_greedy_equals_unsharded():
     out = run_with_devices(8, SHARDED)
-    assert "OK (8, 1, 1)" in out and "OK (2, 2, 2)" in out
+    assert "OK (8, 1, 1)" in out and "OK (2, 2, 2)" in out and "OK scan" in out
 
 
 def test_padded_vocab_rows_are_never_sampled(tiny):
@@ -274,4 +282,4 @@ for shape in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:
 
 def test_sampler_and_reward_scorer_on_a_mesh_match_one_device():
     out = run_with_devices(8, ON_MESH)
-    assert "OK (8, 1, 1)" in out and "OK (2, 2, 2)" in out and "OK (1, 4, 2)" in out
+    assert "OK (8, 1, 1)" in out and "OK (2, 2, 2)" in out and "OK scan" in out and "OK (1, 4, 2)" in out
