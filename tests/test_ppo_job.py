@@ -274,3 +274,17 @@ def test_kl_sign_and_penalty_at_job_level():
     _, metrics = adv(np.zeros(2, np.float32), old, ref_logp, values, m, 0.5)
     assert float(metrics["kl"]) > 0 and float(metrics["non_score_reward"]) < 0
     assert float(metrics["non_score_reward"]) == pytest.approx(-0.5 * float(metrics["kl"]), rel=1e-5)
+
+
+def test_a_diverging_rl_run_stops_before_writing(assets, tmp_path, monkeypatch):
+    """The RL job runs through the same loop as `fit`: a NaN loss stops it at that step, and no
+    checkpoint, params or manifest is written for it (the last finite checkpoint stays)."""
+    from almost_jax.train.finite import NonFiniteError
+    monkeypatch.setattr(rl_job, "load_reward_model", lambda *a, **k: ToyReward())
+    cfg = job_config(assets, tmp_path, "rloo", steps=4, lr=1e30, checkpoint_every=1)
+    with pytest.raises(NonFiniteError, match="non-finite") as e:
+        rl_job.run(cfg)
+    assert not (tmp_path / "params").exists() and not (tmp_path / "manifest.json").exists()
+    ckpts = tmp_path / "checkpoints"
+    steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.exists() else []
+    assert all(s < e.value.step for s in steps), (steps, e.value.step)  # nothing from the diverged step on

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from almost_jax.data.errors import InputError
 from almost_jax.data.rm_data import CONTRACT_FILE, RewardContract, comparison_rows, encode_for_rm
 from almost_jax.learners.reward import RewardScorer, load_reward_model, make_reward_loss, pairwise_loss
 
@@ -80,7 +81,7 @@ def test_contract_round_trip_and_clear_errors(tmp_path):
                        reward_stats_n=20, architecture={"vocab_size": 300}, tokenizer="/x/tok.model")
     assert RewardContract.load(c.save(tmp_path).parent) == c
     (tmp_path / "old").mkdir()
-    with pytest.raises(FileNotFoundError, match=CONTRACT_FILE):  # an RM dir from before contracts: no silent default
+    with pytest.raises(InputError, match=CONTRACT_FILE):  # an RM dir from before contracts: no silent default
         RewardContract.load(tmp_path / "old")
     with pytest.raises(ValueError, match="truncation_side"):
         RewardContract(truncation_side="right")
@@ -193,5 +194,5 @@ def test_eval_rm_reads_the_contract(trained_rm, tmp_path):
     assert results[0]["accuracy"] == results[1]["accuracy"] == pytest.approx(np.mean(rc > rr))
     assert json.loads((tmp_path / "out.json").read_text())[0]["accuracy"] == results[0]["accuracy"]
     cfg.rm_path = str(d / "lm")  # a directory without a contract
-    with pytest.raises(FileNotFoundError, match=CONTRACT_FILE):
+    with pytest.raises(InputError, match=CONTRACT_FILE):
         eval_rm.run(cfg)

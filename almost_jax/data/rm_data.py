@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from almost_jax.data.errors import InputError, read_json_object
 from almost_jax.data.truncation import Truncations
 
 DEFAULT_TEMPLATE = "{prompt}\n\nAssistant: {response}"
@@ -63,15 +64,15 @@ class RewardContract:
     def load(cls, directory: str | Path) -> "RewardContract":
         path = Path(directory) / CONTRACT_FILE
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: {directory} holds no reward-model scoring contract (template, max_len, "
-                f"reward statistics, architecture). almost_jax.jobs.train_rm writes it next to params/; for an "
-                f"RM trained without it, write one with almost_jax.data.rm_data.RewardContract(...).save(dir)")
+            raise InputError(path, f"not found: {directory} holds no reward-model scoring contract (template, "
+                                   f"max_len, reward statistics, architecture). almost_jax.jobs.train_rm writes it "
+                                   f"next to params/; for an RM trained without it, write one with "
+                                   f"almost_jax.data.rm_data.RewardContract(...).save(dir)")
+        fields = read_json_object(path)
         try:
-            fields = json.loads(path.read_text())
             return cls(**fields)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{path}: not a reward contract ({e})") from e
+        except TypeError as e:
+            raise InputError(path, f"not a reward contract ({e})") from None
 
 
 def encode_for_rm(tokenizer, prompt: str, response: str, max_len: int, template: str = DEFAULT_TEMPLATE,
