@@ -58,3 +58,21 @@ for layout in ("unrolled", "scan"):
 def test_compile_script_lowers_and_compiles_the_real_steps():
     out = run_with_devices(8, COMPILE.format(), timeout=900)
     assert out.count("OK") == 4
+
+
+def test_scanned_program_size_is_flat_in_depth():
+    """The traced train and decode programs grow with depth when unrolled and not when scanned
+    (what keeps pod-scale compile times flat; bench/compile.py measures the times)."""
+    from bench.compile import compile_worker
+    lines = {}
+    for layout in ("unrolled", "scan"):
+        for step in ("train", "decode"):
+            for layers in (2, 4):
+                r = compile_worker({"preset": "tiny", "layers": layers, "layout": layout, "step": step,
+                                    "dtype": "float32", "remat_policy": "full", "mesh": [1, -1, 1], "batch": 2,
+                                    "seq": 16, "prompt_len": 8, "new_tokens": 4, "lower_only": True})
+                assert "compile_s" not in r
+                lines[layout, step, layers] = r["stablehlo_lines"]
+    for step in ("train", "decode"):
+        assert lines["scan", step, 4] == lines["scan", step, 2], lines
+        assert lines["unrolled", step, 4] - lines["unrolled", step, 2] > 200, lines  # two more layers' code
