@@ -117,7 +117,7 @@ class LlamaConfig:
     remat_policy: str = "none"
     remat: bool = False
     # One decoder layer under jax.lax.scan over stacked params (a leading `layers` axis): compile
-    # time independent of depth. Off = a Python loop of distinct layers (faster to run on CPU).
+    # time independent of depth. Off = a Python loop of distinct layers.
     scan_layers: bool = False
     attention_impl: str = "xla"  # "xla" (plain einsum softmax) or "cudnn" (jax.nn.dot_product_attention)
 

@@ -1,8 +1,8 @@
 """The LLaMA-family trunk and its two heads: LM logits, and a scalar (reward / value) head.
 
 Pure functional: `module.apply({"params": params}, ...)` in, arrays out. The KV cache is an
-explicit argument and return value (a tuple of per-layer (k, v) arrays), never hidden state,
-so the sampler owns its memory and can donate it to XLA.
+explicit argument and return value (per-layer (k, v) arrays, or one stacked pair with
+scan_layers), never hidden state, so the sampler owns its memory and can donate it to XLA.
 
 Parameter names follow Hugging Face (`model/layers_0/self_attn/q_proj/kernel`), which keeps the
 checkpoint conversion a table of transposes and reshapes. With `scan_layers` the decoder layers
