@@ -76,3 +76,26 @@ def test_scanned_program_size_is_flat_in_depth():
     for step in ("train", "decode"):
         assert lines["scan", step, 4] == lines["scan", step, 2], lines
         assert lines["unrolled", step, 4] - lines["unrolled", step, 2] > 200, lines  # two more layers' code
+
+
+HLO = """HloModule m
+
+%fused_computation (p: f32[4,8]) -> f32[8,4] {
+  %p = f32[4,8]{1,0} parameter(0)
+  ROOT %t = f32[8,4]{1,0} transpose(%p), dimensions={1,0}
+}
+
+ENTRY %main (x: f32[4,8]) -> f32[8,4] {
+  %x = f32[4,8]{1,0} parameter(0)
+  %copy_bitcast_fusion.3 = f32[8,4]{1,0} fusion(%x), kind=kLoop, calls=%fused_computation
+  ROOT %dot.1 = bf16[8,8]{1,0} dot(%copy_bitcast_fusion.3, %copy_bitcast_fusion.3)
+}
+"""
+
+
+def test_census_counts_top_level_writes_only():
+    from bench.census import census
+    kinds = census(HLO)
+    assert kinds["copy_bitcast_fusion"] == (1, 8 * 4 * 4) and kinds["dot"] == (1, 8 * 8 * 2)
+    assert "transpose" not in kinds  # inside the fusion: no memory written
+    assert kinds["parameter"] == (1, 4 * 8 * 4)
