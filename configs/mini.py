@@ -22,17 +22,22 @@ def get_config() -> ConfigDict:
     cfg.distributed = distributed_block()
 
     # 1. The world: corpus + tokenizer + held-out evaluation tasks (see almost_jax/miniworld).
+    #    Addition is one-digit only: with two-digit operands no family member learned it (every model
+    #    scored 0.08-0.17, issue 14), so its pairs were noise. 200 held-out tasks per family (1000 in
+    #    all) give per-family 95% CIs of about +-0.05 on scores in [0, 1]. 40% sloppy documents and 15%
+    #    filler are the feasibility probe's values (miniworld_probe.md); every sloppy demonstration
+    #    draws one of the five failure modes with equal weight.
     cfg.world = ConfigDict(dict(
-        seed=0, n_docs=60000, vocab_size=512, families=FAMILIES, eval_per_family=40, seed_queries_per_family=40,
-        corpus=ConfigDict(dict(filler_fraction=0.15, sloppy_fraction=0.4)),
+        seed=0, n_docs=60000, vocab_size=512, families=FAMILIES, eval_per_family=200, seed_queries_per_family=40,
+        corpus=ConfigDict(dict(filler_fraction=0.15, sloppy_fraction=0.4, failure_weights=(1, 1, 1, 1, 1))),
     ))
 
-    # 2. The family of vanilla models of different sizes (ALMoST's "larger > smaller" prior).
-    #    Equal token budgets, so the larger model is never the less-trained one.
+    # 2. The family of vanilla models (ALMoST's "larger > smaller" prior). As in real families, a
+    #    bigger member has more capacity AND more training, so the prior holds by construction.
     cfg.family = ConfigDict(dict(
-        S=ConfigDict(dict(preset="mini-s", steps=800)),
-        M=ConfigDict(dict(preset="mini-m", steps=800)),
-        L=ConfigDict(dict(preset="mini-l", steps=800)),
+        S=ConfigDict(dict(preset="mini-s", steps=400, batch_size=32)),
+        M=ConfigDict(dict(preset="mini-m", steps=800, batch_size=32)),
+        L=ConfigDict(dict(preset="mini-l", steps=1200, batch_size=48)),
     ))
     cfg.pretrain = ConfigDict(dict(
         name="pretrain", workdir="", model=model_block(preset="mini-s"), mesh=mesh_block(),
@@ -44,27 +49,33 @@ def get_config() -> ConfigDict:
     ))
     cfg.sampling_batch_size = 100
 
-    # Oracle scores of the vanilla family (the size ordering the ALMoST prior relies on).
+    # Oracle scores of the vanilla family per family with 95% CIs, and the paired differences L-M,
+    # M-S on the same tasks (family_eval.md): the premise of the prior, checked, never tuned on.
+    # 3 shots is what setups A-C use; 0 shots is the chat format SFT/PPO policies answer in.
     cfg.family_eval = ConfigDict(dict(
         template="mini_faithful.txt", shots=(0, 3), temperature=1.0, seed=0,
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
     ))
 
-    # 3. Queries: disjoint sets for the RM comparisons, self-play and RL (mini-world tasks; the
-    #    real-scale self-instruct job is almost_jax.jobs.queries with source=self_instruct).
-    #    9000 RM queries: measured against 3000, the RM's agreement with the oracle on held-out pairs
-    #    rose from 0.62 to 0.67 (length filter on) and from 0.69 to 0.72 (off).
-    cfg.queries = ConfigDict(dict(seed=100, sets=ConfigDict(dict(rm=9000, rmsp=300, rl=300))))
+    # 3. Queries: disjoint sets for the RM comparisons, self-play and RL, built in this order with
+    #    every family's share in each (almost_jax/miniworld/query_sets.py; small families' training
+    #    instructions are shared out between the sets). 9000 RM queries: measured against 3000, the
+    #    RM's agreement with the oracle on held-out pairs rose from 0.62 to 0.67 (length filter on)
+    #    and from 0.69 to 0.72 (off).
+    cfg.queries = ConfigDict(dict(seed=100, sets=(("rm", 9000), ("rmsp", 300), ("rl", 300))))
 
     # 4. Synthetic comparisons: four setups ranked by the ALMoST prior (A > B > C > D):
-    #    bigger model > smaller; more shots > fewer; faithful demonstrations > sloppy ones.
+    #    bigger model > smaller; faithful demonstrations > sloppy ones. A-C differ only in the
+    #    member; C and D only in the demonstrations. D's sloppy prompt shows a failure mode
+    #    (copying, repetition, chatter, refusing a benign request, complying with a harmful one)
+    #    for every family within its first 3 dialogues, so D is sloppy whatever the query's family.
     cfg.comparisons = ConfigDict(dict(
         seed=0,
         setups=ConfigDict(dict(
             A=ConfigDict(dict(member="L", template="mini_faithful.txt", n_shots=3)),
             B=ConfigDict(dict(member="M", template="mini_faithful.txt", n_shots=3)),
             C=ConfigDict(dict(member="S", template="mini_faithful.txt", n_shots=3)),
-            D=ConfigDict(dict(member="S", template="mini_plain.txt", n_shots=1)),
+            D=ConfigDict(dict(member="S", template="mini_plain.txt", n_shots=3)),
         )),
         rubric=("A", "B", "C", "D"),
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),

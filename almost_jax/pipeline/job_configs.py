@@ -20,7 +20,8 @@ def family_params(workdir_root: Path, member: str) -> Path:
 
 
 def member_config(cfg: ConfigDict, member: str, out: Path) -> ConfigDict:
-    """The pretrain job config of one family member: the shared `pretrain` block + its overrides."""
+    """The pretrain job config of one family member: the shared `pretrain` block + its overrides
+    (preset, steps, optionally batch_size)."""
     spec = cfg.family[member]
     job = copy.deepcopy(cfg.pretrain)
     with job.unlocked():
@@ -28,6 +29,7 @@ def member_config(cfg: ConfigDict, member: str, out: Path) -> ConfigDict:
         job.workdir = str(out / member)
         job.model.preset = spec.preset
         job.train.steps = int(spec.steps)
+        job.train.batch_size = int(spec.get("batch_size", job.train.batch_size))
         paths = world_paths(Path(cfg.workdir))
         job.data.corpus, job.data.tokenizer = str(paths["corpus"]), str(paths["tokenizer"])
     return job
@@ -52,13 +54,17 @@ def generator_setup(cfg: ConfigDict, member: str, sampling: ConfigDict, template
 
 
 def queries_job(cfg: ConfigDict, out: Path, name: str) -> ConfigDict:
-    """The queries job config of one query set (twice the wanted count, before de-duplication)."""
+    """The queries job config of one query set; every set's job sees all of `queries.sets` (in
+    their order), so the sets come out disjoint and each holds every family."""
     from almost_jax.jobs import queries
-    index = list(cfg.queries.sets.keys()).index(name)
+    sets = [(str(n), int(k)) for n, k in cfg.queries.sets]
+    size = dict(sets)
+    if name not in size:
+        raise KeyError(f"no query set {name!r}; queries.sets: {sets}")
     job = queries.queries_config("miniworld")
     with job.unlocked():
-        job.update(dict(output=str(out / f"{name}.jsonl"), num_queries=int(cfg.queries.sets[name]) * 2,
-                        seed=int(cfg.queries.seed) + index, families=list(cfg.world.families), id_prefix=f"{name}-"))
+        job.update(dict(output=str(out / f"{name}.jsonl"), num_queries=size[name], seed=int(cfg.queries.seed),
+                        families=list(cfg.world.families), sets=tuple(sets), set_name=name, id_prefix=f"{name}-"))
     return job
 
 

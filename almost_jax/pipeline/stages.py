@@ -37,56 +37,108 @@ def run_pretrain(cfg: ConfigDict, out: Path) -> dict:
     return summary
 
 
+LADDER = ("S", "M", "L")  # the family, smallest first
+LADDER_PAIRS = (("L", "M"), ("M", "S"))  # (bigger, smaller) neighbours the ALMoST prior orders
+
+
 def run_family_eval(cfg: ConfigDict, out: Path) -> dict:
-    """Oracle scores of each vanilla model, zero-shot and k-shot, greedy and sampled (issue: the
-    larger model must score higher)."""
-    from almost_jax.data.schemas import PromptRecord, load_jsonl, write_json_atomic
+    """Oracle scores of each vanilla model on the held-out tasks, per family with 95% CIs, at each
+    shot count, greedy and sampled; and the paired differences L-M and M-S on the same tasks (the
+    ALMoST prior's premise: both > 0). Writes family_eval.json and family_eval.md."""
+    from almost_jax.data.schemas import PromptRecord, atomic_open, load_jsonl, write_json_atomic
     from almost_jax.data.templates import load_prompt_file, prompt_path
-    from almost_jax.evaluation.oracle_eval import evaluate_policy
+    from almost_jax.evaluation.oracle_eval import evaluate_policy, paired_difference, task_scores
     from almost_jax.synthetic.generation import build_sampler
     ev = cfg.family_eval
     tasks = load_jsonl(world_paths(Path(cfg.workdir))["eval_tasks"], PromptRecord)
+    instructions, families = [t.prompt for t in tasks], [t.meta["family"] for t in tasks]
     template = load_prompt_file(prompt_path(ev.template))
-    table = {}
-    for member in ("S", "M", "L"):
-        for mode, temperature in (("greedy", 0.0), ("sampled", float(ev.temperature))):
+    modes = (("greedy", 0.0), ("sampled", float(ev.temperature)))
+    table, per_task = {}, {}
+    for member in LADDER:
+        for mode, temperature in modes:
             sampling = copy.deepcopy(ev.sampling)
             sampling.temperature = temperature
             sampler = build_sampler(generator_setup(cfg, member, sampling), sampling)
             generate = lambda ps, s=sampler: [c.text for c in s.generate(ps, seed=int(ev.seed), progress=False)]  # noqa: E731
             for shots in ev.shots:
-                res, _ = evaluate_policy(generate, tasks, template, int(shots))
+                res, replies = evaluate_policy(generate, tasks, template, int(shots))
                 table[f"{member}_{mode}_{shots}shot"] = res
+                per_task[(member, mode, shots)] = task_scores(instructions, replies)
+    paired, not_above = {}, []
+    for mode, _ in modes:
+        for shots in ev.shots:
+            for big, small in LADDER_PAIRS:
+                diff = paired_difference(per_task[(big, mode, shots)], per_task[(small, mode, shots)], families)
+                paired[f"{big}-{small}_{mode}_{shots}shot"] = diff
+                not_above += [f"{big}-{small} {mode} {shots}-shot {fam}" for fam, (m, ci) in diff.items()
+                              if fam != "all" and m - ci <= 0]
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "family_eval.json", table)
-    return {k: v["score"] for k, v in table.items()}
+    write_json_atomic(out / "family_eval.json", {"scores": table, "paired": paired, "ladder_not_above_zero": not_above})
+    with atomic_open(out / "family_eval.md") as f:
+        f.write(family_table(table, paired, ev.shots, [m for m, _ in modes], sorted(set(families))))
+    summary = {k: v["score"] for k, v in table.items()}
+    summary["ladder_pairs_not_above_zero"] = len(not_above)
+    return summary
+
+
+def family_table(table: dict, paired: dict, shots, modes, families) -> str:
+    """Markdown: per family, mode and shot count, each member's mean oracle score and the paired
+    differences L-M and M-S, each +- its 95% CI half-width."""
+    pairs = [f"{big}-{small}" for big, small in LADDER_PAIRS]
+    head = ("| family | mode | shots | " + " | ".join(LADDER + tuple(pairs)) + " |\n|"
+            + "---|" * (3 + len(LADDER) + len(pairs)) + "\n")
+    rows = []
+    for fam in ["all"] + list(families):
+        key = "score" if fam == "all" else f"score_{fam}"
+        for mode in modes:
+            for k in shots:
+                cells = [f"{table[f'{m}_{mode}_{k}shot'][key]:.3f} ± {table[f'{m}_{mode}_{k}shot'][key + '_ci']:.3f}"
+                         for m in LADDER]
+                cells += ["{:+.3f} ± {:.3f}".format(*paired[f"{p}_{mode}_{k}shot"][fam]) for p in pairs]
+                rows.append(f"| {fam} | {mode} | {k} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + "\n"
 
 
 def run_queries(cfg: ConfigDict, out: Path) -> dict:
-    """Three query sets (RM comparisons, self-play, RL), disjoint by instruction."""
-    from almost_jax.data.schemas import PromptRecord, load_jsonl, write_jsonl_atomic
+    """The query sets (RM comparisons, self-play, RL) in `queries.sets` order: disjoint by
+    instruction, each holding every family's share (checked here)."""
+    from collections import Counter
+    from almost_jax.data.schemas import PromptRecord, load_jsonl
     from almost_jax.jobs import queries
-    seen, summary = set(), {}
-    for name, n in cfg.queries.sets.items():
+    families = set(cfg.world.families)
+    owner, summary = {}, {}
+    for name, _ in cfg.queries.sets:
         job = queries_job(cfg, out, name)
         queries.run(job)
-        recs = [r for r in load_jsonl(job.output, PromptRecord) if r.prompt not in seen][: int(n)]
-        seen.update(r.prompt for r in recs)
-        write_jsonl_atomic(job.output, recs)
+        recs = load_jsonl(job.output, PromptRecord)
+        by_family = Counter(r.meta["family"] for r in recs)
+        if set(by_family) != families:
+            raise AssertionError(f"query set {name!r} misses families {sorted(families - set(by_family))}")
+        shared = {r.prompt for r in recs if owner.setdefault(r.prompt, name) != name}
+        if shared:
+            raise AssertionError(f"query set {name!r} shares {len(shared)} instructions with an earlier set")
         summary[name] = len(recs)
+        summary.update({f"{name}_{f}": n for f, n in sorted(by_family.items())})
+        summary[f"{name}_distinct"] = len({r.prompt for r in recs})
     return summary
 
 
 def run_comparisons(cfg: ConfigDict, out: Path) -> dict:
     """Synthetic comparisons on the RM queries, plus oracle-labelled pairs on held-out tasks."""
     from almost_jax.data.schemas import ComparisonRecord, PromptRecord, load_jsonl, write_json_atomic, write_jsonl_atomic
-    from almost_jax.evaluation.oracle_pairs import gold_pairs, mean_oracle_score, oracle_agreement
+    from almost_jax.evaluation.oracle_pairs import agreement_breakdown, gold_pairs, mean_oracle_score, oracle_agreement
     from almost_jax.jobs import comparisons
     c = cfg.comparisons
     job = comparisons_job(cfg, out)
     summary = comparisons.run(job)
     synthetic = load_jsonl(out / "comparisons.jsonl", ComparisonRecord)
     summary.update({f"synthetic_{k}": v for k, v in oracle_agreement(synthetic).items() if k != "pairs"})
+    # How true the ALMoST prior is on these pairs (evaluation only): per setup pair and family.
+    breakdown = {name: agreement_breakdown(load_jsonl(out / f, ComparisonRecord))
+                 for name, f in (("filter", "comparisons.jsonl"), ("nofilter", "comparisons_nofilter.jsonl"))}
+    write_json_atomic(out / "prior_agreement.json", breakdown)
+    summary.update({f"prior_{g}": v["agrees_decisive"] for g, v in breakdown["nofilter"].items() if "/" not in g})
     # The same setups answer the held-out evaluation tasks: their oracle scores (the report's
     # per-setup rows) and gold-labelled pairs for measuring the RM.
     heldout = Path(out) / "heldout"
