@@ -100,6 +100,21 @@ def gold_pairs(queries, responses: dict[str, dict[str, str]], min_gap: float = 1
     return out
 
 
+def rm_agreement(pairs, chosen_scores, rejected_scores) -> dict:
+    """An RM's agreement with the labels of `pairs` (e.g. gold pairs: the oracle's), overall, per
+    family and per pair type ("A-B": replies of setups A and B, whichever won), with bootstrap CIs
+    over queries; an RM tie counts 1/2."""
+    groups = defaultdict(lambda: ([], []))
+    for p, c, r in zip(pairs, chosen_scores, rejected_scores):
+        hit = 0.5 if c == r else float(c > r)
+        cluster = p.meta.get("query_id", p.id)
+        pair_type = "-".join(sorted((p.provenance.chosen_setup, p.provenance.rejected_setup)))
+        for g in ("all", p.meta.get("family", "?"), pair_type):
+            groups[g][0].append(hit)
+            groups[g][1].append(cluster)
+    return {g: _ci_entry(v, q) for g, (v, q) in sorted(groups.items())}
+
+
 def within_turn_agreement(dialogues) -> dict:
     """The RM's choices among the candidates of each self-play assistant turn, against the oracle.
 

@@ -20,8 +20,7 @@ def family_params(workdir_root: Path, member: str) -> Path:
 
 
 def member_config(cfg: ConfigDict, member: str, out: Path) -> ConfigDict:
-    """The pretrain job config of one family member: the shared `pretrain` block + its overrides
-    (preset, steps, optionally batch_size)."""
+    """The pretrain job config of one family member: the shared `pretrain` block + its overrides."""
     spec = cfg.family[member]
     job = copy.deepcopy(cfg.pretrain)
     with job.unlocked():
@@ -29,7 +28,6 @@ def member_config(cfg: ConfigDict, member: str, out: Path) -> ConfigDict:
         job.workdir = str(out / member)
         job.model.preset = spec.preset
         job.train.steps = int(spec.steps)
-        job.train.batch_size = int(spec.get("batch_size", job.train.batch_size))
         paths = world_paths(Path(cfg.workdir))
         job.data.corpus, job.data.tokenizer = str(paths["corpus"]), str(paths["tokenizer"])
     return job
