@@ -30,7 +30,8 @@ def get_config() -> ConfigDict:
     #    sloppy demonstration draws one of the five failure modes with equal weight.
     cfg.world = ConfigDict(dict(
         seed=0, n_docs=100000, vocab_size=512, families=FAMILIES, eval_per_family=200, seed_queries_per_family=40,
-        corpus=ConfigDict(dict(filler_fraction=0.15, sloppy_fraction=0.4, failure_weights=(1, 1, 1, 1, 1))),
+        corpus=ConfigDict(dict(filler_fraction=0.15, sloppy_fraction=0.4, failure_weights=(1, 1, 1, 1, 1),
+                               min_demos=2, max_demos=5, mixed_family_prob=0.5)),
     ))
 
     # 2. The family of vanilla models (ALMoST's "larger > smaller" prior). As in real families, a
@@ -39,9 +40,9 @@ def get_config() -> ConfigDict:
     #    S : M : L = 1 : 2.15 : 3.3 (one process, same conditions), so this ladder costs about 1.3x
     #    the former 800 / 800 / 800 (696 s on 2 quiet cores).
     cfg.family = ConfigDict(dict(
-        S=ConfigDict(dict(preset="mini-s", steps=400)),
-        M=ConfigDict(dict(preset="mini-m", steps=600)),
-        L=ConfigDict(dict(preset="mini-l", steps=1500)),
+        S=ConfigDict(dict(preset="mini-s", steps=600)),
+        M=ConfigDict(dict(preset="mini-m", steps=700)),
+        L=ConfigDict(dict(preset="mini-l", steps=1400)),
     ))
     cfg.pretrain = ConfigDict(dict(
         name="pretrain", workdir="", model=model_block(preset="mini-s"), mesh=mesh_block(),
@@ -49,7 +50,7 @@ def get_config() -> ConfigDict:
         data=ConfigDict(dict(corpus="", tokenizer="", allow_vocab_padding=0, on_error="raise")),
         optimizer=optimizer_block(lr=3e-3, weight_decay=0.01, schedule="cosine", warmup_ratio=0.05, min_lr_ratio=0.1,
                                   b2=0.98, grad_clip=1.0),
-        train=train_block(steps=800, batch_size=32, seq_len=128, log_every=50, checkpoint_every=200),
+        train=train_block(steps=800, batch_size=16, seq_len=256, log_every=50, checkpoint_every=200),
     ))
     cfg.sampling_batch_size = 100
 

@@ -91,3 +91,26 @@ def test_rm_agreement_per_family_and_pair_type():
     assert out["all"]["mean"] == pytest.approx(1.5 / 3)
     assert out["A-B"]["mean"] == 0.5 and out["A-B"]["n"] == 2  # the winner's side does not split types
     assert out["upper"]["mean"] == 0.5  # an RM tie counts half
+
+
+def test_family_ladder_differences_and_table():
+    from almost_jax.pipeline.stages import family_table, ladder_differences
+    rng = np.random.default_rng(0)
+    fams = ["sort", "upper"] * 100
+    base = rng.random(200)
+    per_task = {}
+    for mode in ("greedy", "sampled"):
+        for shots in (0, 3):
+            per_task[("S", mode, shots)] = base
+            per_task[("M", mode, shots)] = base + 0.1
+            # L beats M on sort only; on upper it is M's equal
+            per_task[("L", mode, shots)] = base + 0.1 + np.where(np.asarray(fams) == "sort", 0.1, 0.0)
+    paired, not_above = ladder_differences(per_task, fams)
+    assert paired["L-M_sampled_3shot"]["sort"][0] == pytest.approx(0.1)
+    assert sorted(not_above) == sorted(f"L-M {m} {k}-shot upper" for m in ("greedy", "sampled") for k in (0, 3))
+    table = {f"{m}_{mode}_{k}shot": {"score": 0.5, "score_ci": 0.01, "score_sort": 0.4, "score_sort_ci": 0.02,
+                                      "score_upper": 0.6, "score_upper_ci": 0.02}
+             for m in "SML" for mode in ("greedy", "sampled") for k in (0, 3)}
+    md = family_table(table, paired, (0, 3), ("greedy", "sampled"), ["sort", "upper"])
+    assert md.count("\n") == 2 + 3 * 2 * 2
+    assert "| sort | sampled | 3 | 0.400 ± 0.020 | 0.400 ± 0.020 | 0.400 ± 0.020 | +0.100 ± 0.000 | +0.100 ± 0.000 |" in md

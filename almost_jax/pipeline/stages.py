@@ -47,7 +47,7 @@ def run_family_eval(cfg: ConfigDict, out: Path) -> dict:
     ALMoST prior's premise: both > 0). Writes family_eval.json and family_eval.md."""
     from almost_jax.data.schemas import PromptRecord, atomic_open, load_jsonl, write_json_atomic
     from almost_jax.data.templates import load_prompt_file, prompt_path
-    from almost_jax.evaluation.oracle_eval import evaluate_policy, paired_difference, task_scores
+    from almost_jax.evaluation.oracle_eval import evaluate_policy, task_scores
     from almost_jax.synthetic.generation import build_sampler
     ev = cfg.family_eval
     tasks = load_jsonl(world_paths(Path(cfg.workdir))["eval_tasks"], PromptRecord)
@@ -65,14 +65,7 @@ def run_family_eval(cfg: ConfigDict, out: Path) -> dict:
                 res, replies = evaluate_policy(generate, tasks, template, int(shots))
                 table[f"{member}_{mode}_{shots}shot"] = res
                 per_task[(member, mode, shots)] = task_scores(instructions, replies)
-    paired, not_above = {}, []
-    for mode, _ in modes:
-        for shots in ev.shots:
-            for big, small in LADDER_PAIRS:
-                diff = paired_difference(per_task[(big, mode, shots)], per_task[(small, mode, shots)], families)
-                paired[f"{big}-{small}_{mode}_{shots}shot"] = diff
-                not_above += [f"{big}-{small} {mode} {shots}-shot {fam}" for fam, (m, ci) in diff.items()
-                              if fam != "all" and m - ci <= 0]
+    paired, not_above = ladder_differences(per_task, families)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "family_eval.json", {"scores": table, "paired": paired, "ladder_not_above_zero": not_above})
     with atomic_open(out / "family_eval.md") as f:
@@ -80,6 +73,21 @@ def run_family_eval(cfg: ConfigDict, out: Path) -> dict:
     summary = {k: v["score"] for k, v in table.items()}
     summary["ladder_pairs_not_above_zero"] = len(not_above)
     return summary
+
+
+def ladder_differences(per_task: dict, families) -> tuple[dict, list[str]]:
+    """per_task: (member, mode, shots) -> oracle scores on the same tasks. Returns the paired
+    differences of each LADDER_PAIRS neighbour pair at each (mode, shots), per family with 95% CIs,
+    and the list of (pair, mode, shots, family) whose CI does not lie above zero."""
+    from almost_jax.evaluation.oracle_eval import paired_difference
+    paired, not_above = {}, []
+    for mode, shots in sorted({(mode, shots) for _, mode, shots in per_task}):
+        for big, small in LADDER_PAIRS:
+            diff = paired_difference(per_task[(big, mode, shots)], per_task[(small, mode, shots)], families)
+            paired[f"{big}-{small}_{mode}_{shots}shot"] = diff
+            not_above += [f"{big}-{small} {mode} {shots}-shot {fam}" for fam, (m, ci) in diff.items()
+                          if fam != "all" and m - ci <= 0]
+    return paired, not_above
 
 
 def family_table(table: dict, paired: dict, shots, modes, families) -> str:
