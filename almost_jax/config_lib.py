@@ -24,6 +24,15 @@ def model_block(preset: str = "tiny", hf_path: str = "", dtype: str = "float32",
                            attention_impl=attention_impl))
 
 
+def tokenizer_fields(path: str = "", key: str = "tokenizer") -> dict:
+    """The tokenizer fields every job and sampler setup carries (splice into a block with `**`):
+    `tokenizer`: a tokenizer.json / tokenizer.model or a dir holding one ("" = the tokenizer of an
+    HF `params` dir, see checkpoints.source); `tokenizer_bos` / `tokenizer_eos` / `tokenizer_pad`:
+    overrides of the special tokens the files name, as a token string or an id ("" = as the files
+    say); `allow_vocab_padding`: how many embedding rows past the tokenizer's vocab are allowed."""
+    return {key: path, f"{key}_bos": "", f"{key}_eos": "", f"{key}_pad": "", "allow_vocab_padding": 0}
+
+
 def mesh_block(data: int = 1, fsdp: int = -1, tensor: int = 1) -> ConfigDict:
     # `rules`: overrides of parallel.rules.DEFAULT_RULES as (logical_name, mesh_axis_or_None) pairs.
     return ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor, rules=()))
@@ -84,10 +93,6 @@ def apply_overrides(cfg: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
         if "=" not in item:
             raise ValueError(f"config override {item!r} is not of the form key.sub=value")
         key, raw = item.split("=", 1)
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
         *parents, leaf = key.split(".")
         node = cfg
         for i, part in enumerate(parents):
@@ -96,5 +101,12 @@ def apply_overrides(cfg: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
             node = node[part]
         if leaf not in node:
             raise KeyError(f"config has no field {key!r}; fields here: {sorted(node.keys())}")
+        if isinstance(node[leaf], str):
+            value = raw  # a string field keeps the text as given (e.g. tokenizer_pad=0, a token id)
+        else:
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                value = raw
         node[leaf] = value  # ConfigDict type-checks the assignment
     return cfg

@@ -45,7 +45,7 @@ def get_config() -> ConfigDict:
         L=ConfigDict(dict(preset="mini-l", steps=1400)),
     ))
     cfg.pretrain = ConfigDict(dict(
-        name="pretrain", workdir="", model=model_block(preset="mini-s"), mesh=mesh_block(),
+        name="pretrain", workdir="", init_from="", model=model_block(preset="mini-s"), mesh=mesh_block(),
         distributed=distributed_block(),
         data=ConfigDict(dict(corpus="", tokenizer="", allow_vocab_padding=0, on_error="raise")),
         optimizer=optimizer_block(lr=3e-3, weight_decay=0.01, schedule="cosine", warmup_ratio=0.05, min_lr_ratio=0.1,
@@ -133,7 +133,7 @@ def get_config() -> ConfigDict:
     cfg.ppo = ConfigDict(dict(
         steps=30, rollout_batch_size=64, step_batch_size=32, ppo_epochs=2, query_len=32, response_len=16,
         temperature=1.0, top_p=1.0, stop_strings=STOPS, kl_coef=0.05, kl_estimator="clamped", kl_controller="fixed",
-        kl_target=6.0, kl_k_beta=0.1, score_clip=0.0, whiten_rewards=True, gamma=1.0, lam=1.0, cliprange=0.2,
+        kl_target_per_reply=6.0, kl_k_beta=0.1, score_clip=0.0, whiten_rewards=True, gamma=1.0, lam=1.0, cliprange=0.2,
         cliprange_value=0.2, vf_coef=0.1, entropy_coef=0.0, checkpoint_every=10,
     ))
     cfg.ppo_optimizer = optimizer_block(lr=3e-5, weight_decay=0.0, schedule="constant", warmup_ratio=0.0,

@@ -75,3 +75,69 @@ def left_padded_batch(vocab: int, lengths, seed: int = 0, pad_id: int = 0):
         ids[i, t - n:] = rs.randint(3, vocab, n)
         mask[i, t - n:] = 1
     return ids, mask
+
+
+# ----- tokenizers built locally (no hub), saved the way Hugging Face checkpoint dirs hold them -----
+
+TOKENIZER_TEXT = [
+    "Hello world! How are you today?", "The quick brown fox jumps over the lazy dog.",
+    "Human: What is 2 + 3?\n\nAssistant: 2 + 3 = 5.", "  leading spaces and trailing  ",
+    "Tabs\tand\nnewlines\n\n\nmany", "Unicode: café, naïve, Straße, 東京, 😀 emoji, ελληνικά.",
+    "def f(x):\n    return x * 2  # code", "Numbers 12345 and 3.14159, 1e-5.",
+]
+
+
+def save_bpe_tokenizer(path, vocab_size: int = 400, bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>",
+                       legacy_special_map: bool = False):
+    """A GPT-2-style byte-level BPE `tokenizer.json` like SmolLM2's (specials <|endoftext|> = 0,
+    <|im_start|> = 1, <|im_end|> = 2), with tokenizer_config.json naming bos/eos/pad. With
+    `legacy_special_map`, the names live in special_tokens_map.json instead (older checkpoints)."""
+    import json
+    from pathlib import Path
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TOKENIZER_TEXT * 20, trainer)
+    tok.save(str(path / "tokenizer.json"))
+    names = {k: v for k, v in (("bos_token", bos), ("eos_token", eos), ("pad_token", pad), ("unk_token", "<|endoftext|>"))
+             if v is not None}
+    cfg = {"tokenizer_class": "GPT2Tokenizer", "clean_up_tokenization_spaces": False, "model_max_length": 2048}
+    if legacy_special_map:
+        (path / "special_tokens_map.json").write_text(json.dumps(names))
+    else:
+        cfg.update(names)
+        cfg["added_tokens_decoder"] = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                                "single_word": False, "special": True} for i, t in enumerate(specials)}
+    (path / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+    return path, tok.get_vocab_size()
+
+
+def save_sp_tokenizer(path, vocab_size: int = 400):
+    """A LLaMA-style SentencePiece `tokenizer.model` (<unk> 0, <s> 1, </s> 2, byte fallback) with a
+    tokenizer_config.json naming LlamaTokenizer, as LLaMA-1/2 HF dirs hold it."""
+    import io
+    import json
+    from pathlib import Path
+    import sentencepiece as spm
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(TOKENIZER_TEXT * 20), model_writer=model,
+                                   vocab_size=vocab_size, model_type="bpe", byte_fallback=True,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   hard_vocab_limit=False, minloglevel=2)
+    (path / "tokenizer.model").write_bytes(model.getvalue())
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "pad_token": None, "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "clean_up_tokenization_spaces": False}, indent=1))
+    sp = spm.SentencePieceProcessor(model_file=str(path / "tokenizer.model"))
+    return path, sp.get_piece_size()

@@ -100,10 +100,60 @@ def _n_tokens(world, prompt):
     return len(load_tokenizer(world["tokenizer"]).encode(prompt, add_bos=True))
 
 
+def greedy_reference(world, prompt: str, max_new_tokens: int, stops=("\n\nHuman:", "\n\n-----")) -> str:
+    """The reply by a plain full forward per step (no KV cache, no sampler): argmax over the
+    tokenizer's ids, stop at EOS, cut at the first stop string, then the chat reply rule."""
+    import jax
+    import numpy as np
+    from almost_jax.data.tokenizer import load_tokenizer
+    from almost_jax.models.llama import CausalLM
+    tok = load_tokenizer(world["tokenizer"])
+    ids = tok.encode(prompt, add_bos=True)
+    length = len(ids) + max_new_tokens
+    fwd = jax.jit(lambda x, m: CausalLM(world["cfg"]).apply({"params": world["model_params"]}, x, m)[0])
+    out = []
+    for _ in range(max_new_tokens):
+        seq = ids + out
+        x = np.zeros((1, length), np.int32)
+        x[0, :len(seq)] = seq
+        m = (np.arange(length) < len(seq)).astype(np.int32)[None]
+        t = int(np.argmax(np.asarray(fwd(x, m))[0, len(seq) - 1, :TOKENIZER_VOCAB]))
+        if t == tok.eos_id:
+            break
+        out.append(t)
+    text = tok.decode(out)
+    cut = min([i for i in (text.find(s) for s in stops) if i >= 0], default=len(text))
+    return chat.extract_reply(text[:cut])
+
+
 def test_chat_job_one_prompt(world):
     out, logged = _run_chat(world, "", "--prompt=hello there")
     assert logged == [(_n_tokens(world, chat.prompt_for_reply([], "hello there")), 0)]
-    assert out.endswith("\n") and not out.startswith("Assistant:")
+    reference = greedy_reference(world, chat.prompt_for_reply([], "hello there"), 8)
+    assert reference and out == reference + "\n"
+
+
+def test_chat_refuses_an_empty_prompt():
+    from almost_jax.config_lib import load_config_file
+    from almost_jax.jobs import chat as chat_job
+    with pytest.raises(ValueError, match="--prompt is empty"):
+        chat_job.run(load_config_file(REPO / "configs/mini/chat.py"), prompt="  ")
+
+
+def test_too_long_prompts_are_warned_and_counted(world, caplog):
+    from almost_jax.config_lib import load_config_file
+    from almost_jax.jobs.chat import make_session
+    cfg = load_config_file(REPO / "configs/mini/chat.py", [
+        "model.preset=tiny", f"params={world['params']}", f"tokenizer={world['tokenizer']}",
+        f"allow_vocab_padding={256 - TOKENIZER_VOCAB}", "sampling.max_new_tokens=8"])
+    session = make_session(cfg)
+    caplog.set_level("WARNING")
+    session.reply("hello there " * 200)
+    n = _n_tokens(world, chat.prompt_for_reply([], "hello there " * 200))
+    assert n > 248  # the tiny model: 256 positions - 8 new tokens
+    assert f"the prompt has {n} tokens but the model takes 248: only its last 248 tokens are kept" in caplog.text
+    assert "kept its last 248 tokens" in caplog.text  # the sampler's own warning
+    assert session.truncations.as_dict() == {"inputs": 1, "truncated": 1, "tokens_dropped": n - 248}
 
 
 def test_chat_job_loop_keeps_history_until_reset(world):

@@ -45,19 +45,24 @@ for name, head in [("reward_llama1_7b", "scalar"), ("sft_llama1_7b", "lm")]:
     report[name] = train_state(cfg.model, cfg.optimizer, cfg.mesh, head)
     report[name]["params"] = llama_config(cfg.model).num_params()
 
-ppo = load_config_file("configs/pod/ppo_llama1_7b.py")
-boxed = {"policy": abstract_or_init(llama_config(ppo.policy_model), jax.random.key(0), "lm"),
-         "value": abstract_or_init(llama_config(ppo.rm_model), jax.random.key(0), "scalar")}
-state = per_device(abstract_state(boxed, make_optimizer(ppo.optimizer, 1000)[0]), ppo.mesh)
-frozen = per_device(boxed, ppo.mesh)  # reference policy + reward model: the same shapes, no optimizer
-report["ppo"] = {"state_gb": state["gb"], "frozen_gb": frozen["gb"], "unsharded_big": state["unsharded_big"],
-                 "rollout": ppo.ppo.rollout_batch_size, "kl": ppo.ppo.kl_coef, "lr": ppo.optimizer.lr}
+from almost_jax.jobs.rl import trained_params
+from almost_jax.learners.rl import algorithm
+rm_cfg = llama_config(load_config_file("configs/pod/reward_llama1_7b.py").model)  # what the RM's contract records
+for name in ("ppo", "rloo", "grpo"):
+    job = load_config_file(f"configs/pod/{name}_llama1_7b.py")
+    policy_cfg = llama_config(job.policy_model)
+    trained = trained_params(policy_cfg, rm_cfg if algorithm(job.rl).value_model else None)
+    state = per_device(abstract_state(trained, make_optimizer(job.optimizer, 1000)[0]), job.mesh)
+    frozen = per_device({"reference": abstract_or_init(policy_cfg, jax.random.key(0), "lm"),
+                         "rm": abstract_or_init(rm_cfg, jax.random.key(0), "scalar")}, job.mesh)
+    report[name] = {"state_gb": state["gb"], "frozen_gb": frozen["gb"], "unsharded_big": state["unsharded_big"],
+                    "trained": sorted(trained), "rl": job.rl.to_dict(), "lr": job.optimizer.lr, "workdir": job.workdir}
 
 comp = load_config_file("configs/pod/comparisons_llama1.py")
 report["comparisons"] = {"rubric": list(comp.rubric), "setups": {n: sampler(s) for n, s in comp.setups.items()}}
 rmsp = load_config_file("configs/pod/rmsp_llama1.py")
 report["rmsp"] = {"assistant": sampler(rmsp.assistant), "user": sampler(rmsp.user),
-                  "rm": per_device(abstract_or_init(llama_config(rmsp.rm.model), jax.random.key(0), "scalar"), rmsp.rm.mesh),
+                  "rm": per_device(abstract_or_init(rm_cfg, jax.random.key(0), "scalar"), rmsp.rm.mesh),
                   "n": rmsp.selfplay.n_candidates}
 queries = load_config_file("configs/pod/queries_llama1.py")
 report["queries"] = {"generator": sampler(queries.generator), "n_shots": queries.n_shots,
@@ -78,11 +83,17 @@ def test_pod_configs_shard_abstractly():
         # fp32 params + Adam moments of 6.7B params = ~75 GiB, split 8 ways
         assert 8 < r["gb"] < 11, r
 
-    ppo = report["ppo"]
-    assert ppo["unsharded_big"] == []
+    ppo, rloo, grpo = report["ppo"], report["rloo"], report["grpo"]
+    for r in (ppo, rloo, grpo):
+        assert r["unsharded_big"] == [] and r["lr"] == 1e-5 and r["rl"]["rollout_batch_size"] == 512
     # policy + value with Adam moments (2 x 6.7B x 12 bytes / 8 chips), plus the frozen reference and RM (fp32)
     assert 17 < ppo["state_gb"] < 21 and ppo["state_gb"] + ppo["frozen_gb"] < HBM_GB, ppo
-    assert (ppo["rollout"], ppo["kl"], ppo["lr"]) == (512, 0.0067, 1e-5)
+    assert ppo["trained"] == ["policy", "value"] and (ppo["rl"]["algorithm"], ppo["rl"]["kl_coef"]) == ("ppo", 0.0067)
+    for r in (rloo, grpo):  # no value model: half PPO's trained state
+        assert r["trained"] == ["policy"] and 8 < r["state_gb"] < 11, r
+        assert r["workdir"].endswith(f"/{r['rl']['algorithm']}_7b")
+    assert (rloo["rl"]["samples_per_prompt"], rloo["rl"]["kl_estimator"], rloo["rl"]["ppo_epochs"]) == (4, "kl", 1)
+    assert (grpo["rl"]["samples_per_prompt"], grpo["rl"]["kl_coef"], grpo["rl"]["kl_estimator"]) == (8, 0.04, "k3")
 
     setups = report["comparisons"]["setups"]
     assert set(report["comparisons"]["rubric"]) == set(setups)

@@ -217,6 +217,7 @@ def test_padded_vocab_rows_are_never_sampled(tiny):
 ON_MESH = """
 import numpy as np, jax
 from almost_jax.data.tokenizer import Tokenizer
+from almost_jax.data.rm_data import RewardContract
 from almost_jax.learners.reward import RewardScorer
 from almost_jax.models.config import get_config
 from almost_jax.models.llama import CausalLM, ScalarHeadModel, init_params
@@ -233,14 +234,14 @@ lm, rm = init_params(cfg, jax.random.key(0)), init_params(cfg, jax.random.key(1)
 prompts = ["hello there", "a", "the quick brown fox", "xyz", "mesh", "", "pod of eight", "q"]
 sc = SamplingConfig(temperature=0.0, max_new_tokens=8, n=2)
 ref = [c.text for c in Sampler(CausalLM(cfg), lm, Chars(), sc, batch_size=4).generate(prompts, progress=False)]
-ref_scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), 32, 4).score(prompts, prompts[::-1])
+ref_scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), RewardContract(max_len=32), 4).raw_scores(prompts, prompts[::-1])
 for shape in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:
     mesh = make_mesh(MeshConfig(*shape))
     s = Sampler(CausalLM(cfg), lm, Chars(), sc, batch_size=4, mesh=mesh)
     assert s.batch_size % (shape[0] * shape[1]) == 0
     out = [c.text for c in s.generate(prompts, progress=False)]
     assert out == ref, (shape, out, ref)
-    scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), 32, 4, mesh=mesh).score(prompts, prompts[::-1])
+    scores = RewardScorer(ScalarHeadModel(cfg), rm, Chars(), RewardContract(max_len=32), 4, mesh=mesh).raw_scores(prompts, prompts[::-1])
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
     print("OK", shape)
 """

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from almost_jax.data import chat
 from almost_jax.data.sft_data import example_from_pair, examples_from_dialogue, to_rows
 
 
@@ -66,3 +67,18 @@ def test_truncation_keeps_the_reply(tok):
     rows = to_rows([(ids, mask)], seq_len=16, pad_id=tok.pad_id)
     kept = rows["input_ids"][0]
     assert kept[-1] == tok.eos_id and rows["loss_mask"][0].sum() == sum(mask)
+
+
+def test_tokenizer_without_bos_prefix(tmp_path):
+    """A GPT-2 style tokenizer (SmolLM2) puts no BOS in front: SFT examples follow the tokenizer, as
+    the sampler does, so training and sampling see the same token sequences."""
+    from almost_jax.data.tokenizer import load_tokenizer
+    from tests.hf_fixtures import save_bpe_tokenizer
+    tok = load_tokenizer(save_bpe_tokenizer(tmp_path)[0])
+    assert not tok.add_bos
+    turns = [("human", "Hello world"), ("assistant", "How are you today?")]
+    for mode in ("per_turn", "all_turns"):
+        (ids, mask), = examples_from_dialogue(tok, turns, mode)
+        assert len(ids) == len(mask) and ids[0] != tok.bos_id
+        assert ids == tok.encode(chat.format_dialogue(turns)) + [tok.eos_id]
+        assert tok.decode([i for i, m in zip(ids, mask) if m]).strip() == "How are you today?<|im_end|>"

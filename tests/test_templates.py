@@ -106,6 +106,59 @@ def test_render_matches_almost_generator_algorithm():
         assert TP.loads(SAMPLE).render(n, "q?", trailing_space=True) == reference
 
 
+# Written here in the published ALMoST files' layout: two spaces after "Human:" / "Assistant:", a
+# turn spanning lines, a trailing space inside a line, the separator at the very end.
+ALMOST_STYLE = (
+    "Below are a series of dialogues between various people and an AI assistant.  The assistant is polite.\n\n"
+    "-----\n\n"
+    "Human:  Can you name three primary colours?\n\n"
+    "Assistant:  Red, blue and yellow are the traditional ones.  In light, it's red, green and blue.\n\n"
+    "Human:  Thanks!\n\n"
+    "Assistant:  You're welcome. \n\n"
+    "-----\n\n"
+    "Human:  Write a two-line poem.\n\n"
+    "Assistant:  Morning light on quiet hills,\n"
+    "the kettle hums, the window fills.\n\n"
+    "-----\n\n"
+    "Human:  What's 12 times 12?\n\n"
+    "Assistant:  144.\n\n"
+    "-----\n")
+
+
+def almost_reference(text: str, n_shot: int, query: str) -> str:
+    """ALMoST's PromptedResponseGenerator: split on the splitter, keep non-blank pieces, take the
+    preamble + n_shot dialogues (all when n_shot == 0), join, splitter, the query turn."""
+    splitter = "\n\n-----"
+    demon = [d for d in text.split(splitter) if d.strip("\n ")]
+    if n_shot:
+        demon = demon[:n_shot + 1]
+    return splitter.join(demon) + splitter + f"\n\nHuman: {query}\n\nAssistant: "
+
+
+@pytest.mark.parametrize("n_shot", [1, 2, 3, 0])
+def test_published_format_renders_byte_for_byte(tmp_path, n_shot):
+    (tmp_path / "hhh.txt").write_text(ALMOST_STYLE, encoding="utf-8")
+    t = TP.load_prompt_file(tmp_path / "hhh.txt")
+    ours = TP.ALL_SHOTS if n_shot == 0 else n_shot  # ALMoST's 0 is "all"; ours is -1
+    assert t.render(ours, "Hi there?", trailing_space=True) == almost_reference(ALMOST_STYLE, n_shot, "Hi there?")
+    assert "Human:  Can you" in t.head(ours) and t.dialogues[0][0] == ("human", "Can you name three primary colours?")
+    assert t.dumps() == ALMOST_STYLE
+
+
+def test_zero_shots_is_the_preamble_alone():
+    t = TP.loads(ALMOST_STYLE)
+    assert t.render(0, "q") == t.raw[0] + "\n\n-----\n\nHuman: q\n\nAssistant:"
+    assert t.shots(TP.ALL_SHOTS) == 3
+    with pytest.raises(ValueError, match="n_shots=-2"):
+        t.render(-2, "q")
+
+
+def test_separator_without_blank_line_is_refused():
+    text = "Preamble\n\n-----\n\nHuman: hi\n\nAssistant: yo\n-----\n\nHuman: a\n\nAssistant: b\n\n-----\n"
+    with pytest.raises(TP.PromptFileError, match=r"bad.txt:8: a '-----' line must follow a blank line"):
+        TP.loads(text, source="bad.txt")
+
+
 @pytest.mark.parametrize("text,message", [
     ("Only a preamble.\n", "no dialogues"),
     ("Preamble\n-----\n\n-----\n", "no dialogues"),
@@ -185,6 +238,14 @@ def test_seed_queries_error(tmp_path):
     (tmp_path / "s.txt").write_text("### Instruction: only\n")
     with pytest.raises(TP.PromptFileError, match="s.txt"):
         TP.load_seed_queries(tmp_path / "s.txt")
+
+
+def test_seed_queries_refuse_a_dialogue_file(tmp_path):
+    (tmp_path / "hhh.txt").write_text(ALMOST_STYLE)
+    with pytest.raises(TP.PromptFileError, match=r"hhh.txt:3: this looks like a dialogue prompt file"):
+        TP.load_seed_queries(tmp_path / "hhh.txt")
+    with pytest.raises(TP.PromptFileError, match="dialogue prompt file"):
+        TP.load_seed_queries(TP.prompt_path("assistant_brief.txt"))
 
 
 def test_prompts_dir_holds_only_known_files():

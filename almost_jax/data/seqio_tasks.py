@@ -66,9 +66,9 @@ def _records(kind: str, paths: Sequence[str], on_error: str) -> Iterator:
 def _encoder(kind: str, tok, mode: str, template: str) -> Callable[[object], list[dict]]:
     """record -> examples (dicts of token-id lists), with the project's own tokenization."""
     if kind == "pretrain":
-        return lambda text: [{"input_ids": [tok.bos_id] + tok.encode(text) + [tok.eos_id]}]
+        return lambda text: [{"input_ids": tok.prefix_ids + tok.encode(text) + [tok.eos_id]}]
     if kind == "prompts":
-        return lambda r: [{"prompt_ids": tok.encode(chat.prompt_for_reply([], r.prompt), add_bos=True)}]
+        return lambda r: [{"prompt_ids": tok.encode(chat.prompt_for_reply([], r.prompt), add_bos=tok.add_bos)}]
     if kind == "comparisons":
         return lambda r: [] if r.chosen == r.rejected else [
             {"chosen_ids": encode_for_rm(tok, r.prompt, r.chosen, sys.maxsize, template),

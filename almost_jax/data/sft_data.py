@@ -1,6 +1,6 @@
 """Supervised fine-tuning examples in the chat format, with loss on assistant tokens only.
 
-An example is (token ids, loss mask): BOS + the dialogue context + the assistant reply + EOS,
+An example is (token ids, loss mask): BOS (when the tokenizer's model uses one) + the dialogue context + the assistant reply + EOS,
 where only the reply and its EOS are trained on (ALMoST's input/output format). Boundaries are
 found by tokenising each prefix, as Alpaca does, so tokenizers that merge across the boundary
 are handled. Short examples can be packed several to a row: the attention mask then carries a
@@ -17,8 +17,8 @@ from almost_jax.data import chat
 
 def example_from_pair(tokenizer, context: str, reply: str) -> tuple[list[int], list[int]]:
     """context ends with "\\n\\nAssistant:"; the trained text is " " + reply + EOS."""
-    prompt_ids = [tokenizer.bos_id] + tokenizer.encode(context)
-    full = [tokenizer.bos_id] + tokenizer.encode(context + chat.continuation(reply)) + [tokenizer.eos_id]
+    prompt_ids = tokenizer.prefix_ids + tokenizer.encode(context)
+    full = tokenizer.prefix_ids + tokenizer.encode(context + chat.continuation(reply)) + [tokenizer.eos_id]
     boundary = _common_prefix(prompt_ids, full)
     return full, [0] * boundary + [1] * (len(full) - boundary)
 
@@ -35,12 +35,13 @@ def examples_from_dialogue(tokenizer, turns: Sequence[tuple[str, str]], mode: st
         return out
     if mode != "all_turns":
         raise ValueError(f"sft mode must be per_turn or all_turns, got {mode!r}")
-    ids, mask, text = [tokenizer.bos_id], [0], ""
+    ids, text = tokenizer.prefix_ids, ""
+    mask = [0] * len(ids)
 
     def extend(piece: str, flag: int):
         nonlocal ids, mask, text
         text += piece
-        new = [tokenizer.bos_id] + tokenizer.encode(text)
+        new = tokenizer.prefix_ids + tokenizer.encode(text)
         keep = _common_prefix(ids, new)
         ids, mask = new, mask[:keep] + [flag] * (len(new) - keep)
 

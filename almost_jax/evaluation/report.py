@@ -26,17 +26,17 @@ def plot_ppo(metrics_path: Path, out_png: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from almost_jax.train.metrics import read_metrics
-    rows = [r for r in read_metrics(metrics_path) if "ppo/reward" in r] if metrics_path.exists() else []
+    rows = [r for r in read_metrics(metrics_path) if "rl/reward" in r] if metrics_path.exists() else []
     if not rows:
         return False
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(steps, [r["ppo/reward"] for r in rows], label="RM reward (raw)")
+    axes[0].plot(steps, [r["rl/reward"] for r in rows], label="RM reward (raw)")
     axes[0].set_title("RM reward")
-    axes[1].plot(steps, [r["ppo/kl"] for r in rows], color="tab:red")
-    axes[1].set_title("KL to reference (per sequence)")
-    if "ppo/gold_score" in rows[0]:
-        axes[2].plot(steps, [r["ppo/gold_score"] for r in rows], color="tab:green")
+    axes[1].plot(steps, [r["rl/kl"] for r in rows], color="tab:red")
+    axes[1].set_title("KL to reference (nats per reply)")
+    if "rl/gold_score" in rows[0]:
+        axes[2].plot(steps, [r["rl/gold_score"] for r in rows], color="tab:green")
     axes[2].set_title("gold oracle score of rollouts")
     for ax in axes:
         ax.set_xlabel("PPO step")

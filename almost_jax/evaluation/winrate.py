@@ -36,4 +36,4 @@ def oracle_judge() -> Judge:
 
 def rm_judge(scorer) -> Judge:
     """prompts are raw user queries; the RM sees them in chat format."""
-    return score_judge(lambda prompts, replies: scorer.score([f"\n\nHuman: {p}" for p in prompts], list(replies)))
+    return score_judge(lambda prompts, replies: scorer.raw_scores([f"\n\nHuman: {p}" for p in prompts], list(replies)))

@@ -1,8 +1,9 @@
 """Talk to any checkpoint: one prompt, or an interactive loop.
 
     python -m almost_jax.jobs.chat --config=configs/mini/chat.py --prompt="What is 2 + 3?"
-    python -m almost_jax.jobs.chat --config=configs/mini/chat.py \
-        --config.params=/ckpt/llama-2-7b-hf --config.model.hf_path=/ckpt/llama-2-7b-hf   # then type
+    python -m almost_jax.jobs.chat --config=configs/mini/chat.py --config.params=/ckpt/llama-2-7b-hf   # then type
+
+An HF checkpoint dir as `params` brings its architecture and tokenizer (checkpoints/source.py).
 
 Without --prompt, each stdin line is a user turn; the dialogue so far is kept in the chat format
 (`data.chat`) and dropped from the oldest exchange on when the prompt would not fit the model's
@@ -12,7 +13,6 @@ Replies come from the ordinary `Sampler` (greedy when sampling.temperature is 0)
 """
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 from pathlib import Path
@@ -21,7 +21,6 @@ from typing import Callable, Optional, TextIO
 from absl import flags
 from ml_collections import ConfigDict
 
-from almost_jax.checkpoints.load import is_hf_dir
 from almost_jax.data import chat
 from almost_jax.data.templates import PromptTemplate, load_prompt_file, prompt_path
 from almost_jax.jobs.common import run_job
@@ -30,26 +29,11 @@ from almost_jax.synthetic.generation import build_sampler
 log = logging.getLogger(__name__)
 
 
-def policy_setup(cfg: ConfigDict) -> ConfigDict:
-    """A copy of the job config for `build_sampler`: when `params` is a Hugging Face checkpoint
-    dir it also supplies the architecture (if `model.hf_path` is empty) and the tokenizer (if
-    `tokenizer` is empty), so one flag points at a downloaded model."""
-    setup = ConfigDict(copy.deepcopy(cfg.to_dict()))
-    if is_hf_dir(setup.params):
-        if not setup.model.hf_path:
-            setup.model.hf_path = setup.params
-        if not setup.tokenizer:
-            setup.tokenizer = setup.params
-    if not setup.tokenizer:
-        raise ValueError("set --config.tokenizer (a tokenizer.model / tokenizer.json, or a dir holding one)")
-    return setup
-
-
 def build_prompt(history: list[tuple[str, str]], query: str, template: Optional[PromptTemplate] = None,
                  n_shots: int = 0) -> str:
     """The dialogue so far + the new query, ending with "\\n\\nAssistant:" (after `n_shots`
     demonstration dialogues of `template` when given)."""
-    if template is None or n_shots == 0:
+    if template is None or n_shots == 0:  # n_shots -1: every dialogue of the template
         return chat.prompt_for_reply(history, query)
     return template.render_dialogue(n_shots, list(history) + [(chat.HUMAN, query)], chat.ASSISTANT)
 
@@ -58,13 +42,14 @@ class ChatSession:
     """The history of one conversation and how each turn's prompt is built.
 
     generate: prompt -> raw continuation; count_tokens: prompt -> its length in tokens;
-    max_tokens: the longest prompt the model can take (older exchanges are dropped to fit).
+    max_tokens: the longest prompt the model can take (older exchanges are dropped to fit);
+    truncations: the sampler's count of prompts it had to cut.
     """
 
     def __init__(self, generate: Callable[[str], str], count_tokens: Callable[[str], int], max_tokens: int,
-                 template: Optional[PromptTemplate] = None, n_shots: int = 0):
+                 template: Optional[PromptTemplate] = None, n_shots: int = 0, truncations=None):
         self.generate, self.count_tokens, self.max_tokens = generate, count_tokens, max_tokens
-        self.template, self.n_shots = template, n_shots
+        self.template, self.n_shots, self.truncations = template, n_shots, truncations
         self.history: list[tuple[str, str]] = []
 
     def prompt(self, query: str) -> tuple[str, int]:
@@ -80,7 +65,15 @@ class ChatSession:
 
     def reply(self, query: str) -> str:
         prompt, kept = self.prompt(query)
-        log.info("prompt: %d tokens, %d earlier turns", self.count_tokens(prompt), kept)
+        n = self.count_tokens(prompt)
+        log.info("prompt: %d tokens, %d earlier turns", n, kept)
+        if n > self.max_tokens:
+            log.warning("the prompt has %d tokens but the model takes %d: only its last %d tokens are kept "
+                        "(%d dropped from the start%s)", n, self.max_tokens, self.max_tokens, n - self.max_tokens,
+                        ", including the few-shot demonstrations" if self.template is not None else "")
+        if kept < len(self.history):
+            log.warning("dropped the %d oldest turns of the conversation to fit the model's context",
+                        len(self.history) - kept)
         text = chat.extract_reply(self.generate(prompt))
         self.history += [(chat.HUMAN, query), (chat.ASSISTANT, text)]
         return text
@@ -115,9 +108,9 @@ def chat_loop(session: ChatSession, stdin: TextIO, stdout: TextIO, interactive: 
 
 
 def make_session(cfg: ConfigDict) -> ChatSession:
-    sampler = build_sampler(policy_setup(cfg))
+    sampler = build_sampler(cfg)
     template = None
-    if cfg.template and int(cfg.n_shots) > 0:
+    if cfg.template and int(cfg.n_shots) != 0:
         template = load_prompt_file(cfg.template if Path(cfg.template).is_file() else prompt_path(cfg.template))
     seed = [int(cfg.seed)]
 
@@ -128,10 +121,13 @@ def make_session(cfg: ConfigDict) -> ChatSession:
     def count_tokens(prompt: str) -> int:
         return len(sampler.tok.encode(prompt, add_bos=sampler.add_bos))
 
-    return ChatSession(generate, count_tokens, sampler.max_prompt_len, template, int(cfg.n_shots))
+    return ChatSession(generate, count_tokens, sampler.max_prompt_len, template, int(cfg.n_shots),
+                       truncations=sampler.truncations)
 
 
 def run(cfg: ConfigDict, prompt: Optional[str] = None) -> None:
+    if prompt is not None and not prompt.strip():
+        raise ValueError("--prompt is empty: give a message, or leave --prompt out to chat on stdin")
     session = make_session(cfg)
     if prompt is not None:
         print(session.reply(prompt), flush=True)

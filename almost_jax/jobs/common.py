@@ -58,7 +58,7 @@ def run_job(job_fn, default_config: str | None = None, extra_flags=None) -> None
 
     Flags are defined here, not at import time, so jobs can import each other freely.
     """
-    from absl import app
+    from absl import app, flags
     from ml_collections import config_flags
 
     from almost_jax.parallel import maybe_initialize_distributed
@@ -70,6 +70,8 @@ def run_job(job_fn, default_config: str | None = None, extra_flags=None) -> None
     def main(argv):
         del argv
         setup_logging()
+        from almost_jax.checkpoints.source import follow_params_from_command_line
+        follow_params_from_command_line(config.value, config_flags.get_override_values(flags.FLAGS[config.name]))
         maybe_initialize_distributed(config.value)
         job_fn(config.value, **{k: f.value for k, f in extras.items()})
 

@@ -37,13 +37,14 @@ def setup_prompts(setup: ConfigDict, queries: list[PromptRecord]) -> list[str]:
 
 
 def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out: Path, rules: ResponseRules,
-                 seed: int) -> None:
-    """Stream this setup's responses; skip queries already answered by an earlier (killed) run."""
+                 seed: int) -> int:
+    """Stream this setup's responses; skip queries already answered by an earlier (killed) run.
+    Returns how many of this run's prompts were left-truncated to fit the model."""
     done = {(r["id"], r.get("query")) for r in read_jsonl(out, None, on_error="skip")} if out.exists() else set()
     todo = [q for q in queries if (q.id, q.prompt) not in done]
     check_same_on_all_hosts(" ".join(q.id for q in todo), f"unanswered queries in {out}")
     if not todo:
-        return
+        return 0
     log.info("setup %s: %d of %d queries to answer", name, len(todo), len(queries))
     generate = load_generator(setup)
     prompts = setup_prompts(setup, todo)
@@ -52,6 +53,8 @@ def sample_setup(name: str, setup: ConfigDict, queries: list[PromptRecord], out:
             response = parse_response(raw, separator=setup.get("separator", "\n\n-----"))
             reason = bad_response_reason(response, rules)
             sink.write({"id": q.id, "query": q.prompt, "setup": name, "raw": raw, "response": response, "bad": reason})
+    generate.truncations.report()
+    return generate.truncations.truncated
 
 
 def load_responses(path: Path, queries=None) -> dict[str, dict]:
@@ -96,12 +99,13 @@ def run(cfg: ConfigDict) -> dict:
     if missing:
         raise KeyError(f"rubric names setups {missing} that config.setups does not define")
     rules = ResponseRules.from_config(cfg.rules)
-    for name in names:
-        sample_setup(name, cfg.setups[name], queries, out / "responses" / f"{name}.jsonl", rules, int(cfg.seed))
+    truncated = {name: sample_setup(name, cfg.setups[name], queries, out / "responses" / f"{name}.jsonl", rules,
+                                    int(cfg.seed)) for name in names}
     responses = {n: load_responses(out / "responses" / f"{n}.jsonl", queries) for n in names}
     bad = Counter(r["bad"] for per in responses.values() for r in per.values() if r["bad"])
     report = {"queries": len(queries), "responses": sum(len(v) for v in responses.values()),
-              "bad_responses": sum(bad.values()), "bad_by_rule": dict(bad)}
+              "bad_responses": sum(bad.values()), "bad_by_rule": dict(bad),
+              "truncated_prompts": truncated}  # per setup, prompts of this run cut to fit the model
     for flag, fname in ((True, "comparisons.jsonl"), (False, "comparisons_nofilter.jsonl")):
         records, stats, identical = build_comparisons(queries, responses, rubric, flag)
         if is_primary():
@@ -117,7 +121,8 @@ def run(cfg: ConfigDict) -> dict:
     log.info("comparisons: %s", json.dumps(report))
     summary = {"queries": report["queries"], "responses": report["responses"], "bad": report["bad_responses"],
                "pairs": report["with_filter"]["written"], "pairs_nofilter": report["without_filter"]["written"],
-               "removed_by_length_filter": report["with_filter"]["removed_by_length_filter"]}
+               "removed_by_length_filter": report["with_filter"]["removed_by_length_filter"],
+               "truncated_prompts": sum(truncated.values())}
     write_manifest(out / "manifest.json", cfg, **summary)
     return summary
 

@@ -13,12 +13,10 @@ import json
 from ml_collections import ConfigDict
 
 from almost_jax.checkpoints.load import load_model_params
-from almost_jax.config_lib import llama_config
+from almost_jax.checkpoints.source import resolve
 from almost_jax.data.schemas import atomic_open
-from almost_jax.data.tokenizer import check_vocab, load_tokenizer
 from almost_jax.evaluation.lm_scoring import LMScorer, TextScorer
 from almost_jax.evaluation.policy_benchmarks import evaluate_file, format_table, load_judge_prompt
-from almost_jax.jobs.chat import policy_setup
 from almost_jax.jobs.common import run_job
 from almost_jax.models.llama import CausalLM
 
@@ -38,13 +36,11 @@ def run(cfg: ConfigDict) -> list[dict]:
     if not cfg.files:
         raise ValueError("no benchmark files: set --config.files='[\"hhh_eval.json\", \"truthfulqa_mc1.jsonl\"]'")
     prompts = judge_prompts(cfg)
-    setup = policy_setup(cfg)
-    model_cfg = llama_config(setup.model)
-    tok = load_tokenizer(setup.tokenizer)
-    check_vocab(tok, model_cfg.vocab_size, int(setup.allow_vocab_padding))
-    params = load_model_params(setup.params, model_cfg)
+    src = resolve(cfg, "params")
+    model_cfg, tok = src.model, src.tokenizer
+    params = load_model_params(src.params, model_cfg)
     lm = LMScorer(CausalLM(model_cfg), params, tok.pad_id, int(cfg.max_len), int(cfg.batch_size), int(cfg.bucket))
-    scorer = TextScorer(lm, tok, bool(cfg.add_bos))
+    scorer = TextScorer(lm, tok, bool(cfg.add_bos) and tok.add_bos)  # BOS only where the model uses one
     results = []
     for path in cfg.files:
         lm.n_truncated = 0
@@ -54,7 +50,7 @@ def run(cfg: ConfigDict) -> list[dict]:
     print(format_table(results), flush=True)
     if cfg.output:
         with atomic_open(cfg.output) as f:
-            json.dump({"params": str(setup.params), "max_len": lm.max_len, "results": results}, f, indent=2)
+            json.dump({"params": src.params, "max_len": lm.max_len, "results": results}, f, indent=2)
     return results
 
 

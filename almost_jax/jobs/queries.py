@@ -76,7 +76,9 @@ def self_instruct(cfg: ConfigDict, out: Path) -> dict:
                     sink.write(PromptRecord(id=f"q{len(mined)}", prompt=q, meta={"source": "self_instruct"}))
                     mined.append(q)
             rounds += 1
-    return {"queries": len(mined), "rounds": rounds, **{f"rejected_{k}": v for k, v in rejected.items()}}
+    generate.truncations.report()
+    return {"queries": len(mined), "rounds": rounds, **{f"rejected_{k}": v for k, v in rejected.items()},
+            "truncated_prompts": generate.truncations.truncated}
 
 
 def miniworld_queries(cfg: ConfigDict, out: Path) -> dict:
@@ -109,7 +111,9 @@ def run(cfg: ConfigDict) -> dict:
 
 
 def queries_config(source: str = "self_instruct") -> ConfigDict:
-    """Defaults from the official code: 10 shots, T=1.2, top-p 0.9, 64 new tokens, ROUGE-L 0.5."""
+    """Defaults from the official code: 10 shots, T=1.2, top-p 0.9, 64 new tokens, ROUGE-L 0.5.
+    `generator.params` as an HF dir gives the generator's architecture and tokenizer too."""
+    from almost_jax.config_lib import tokenizer_fields
     return ConfigDict(dict(
         source=source, output="work_dir/queries/queries.jsonl", num_queries=10000, seed=0, id_prefix="q",
         families=(), sets=(), set_name="", seed_file="seed_queries.txt", n_shots=10, rouge_threshold=0.5,
@@ -117,7 +121,7 @@ def queries_config(source: str = "self_instruct") -> ConfigDict:
         rules=ConfigDict(dict(min_chars=30, max_chars=250, long_query_rule="intent")),
         generator=ConfigDict(dict(model=ConfigDict(dict(preset="llama1-30b", hf_path="", dtype="bfloat16",
                                                         param_dtype="bfloat16", remat=False, attention_impl="xla")),
-                                  params="", tokenizer="", batch_size=64, bucket=64,
+                                  params="", **tokenizer_fields(), batch_size=64, bucket=64,
                                   sampling=ConfigDict(dict(temperature=1.2, top_p=0.9, max_new_tokens=64,
                                                            stop_strings=("\n",))))),
     ))

@@ -45,8 +45,8 @@ def make_players(cfg: ConfigDict):
         seed[0] += 1
         return [c.text for c in u_sampler.generate(prompts, seed=seed[0], progress=False)]
 
-    scorer = build_reward_scorer(cfg.rm)
-    return sp, assistant, user, scorer.score, (lambda h: a_tmpl.render_dialogue(int(cfg.assistant.n_shots), h, "assistant")), \
+    scorer = build_reward_scorer(cfg.rm)  # best of N by raw RM score (normalising cannot change an argmax)
+    return sp, assistant, user, scorer.raw_scores, (lambda h: a_tmpl.render_dialogue(int(cfg.assistant.n_shots), h, "assistant")), \
         (lambda h: u_tmpl.render_dialogue(int(cfg.user.n_shots), h, "human"))
 
 
@@ -87,10 +87,7 @@ def rmsp_config() -> ConfigDict:
                           selfplay=ConfigDict(dict(n_candidates=4, max_assistant_turns=3, selection="rm",
                                                    end_markers=("[END]",))),
                           assistant=setup(), user=setup(),
-                          rm=ConfigDict(dict(model=ConfigDict(dict(preset="llama1-7b", hf_path="", dtype="bfloat16",
-                                                                   param_dtype="bfloat16", remat=False,
-                                                                   attention_impl="xla")),
-                                             params="", tokenizer="", max_len=1024, batch_size=32))))
+                          rm=ConfigDict(dict(path="", batch_size=32))))  # path: the RM dir train_rm wrote
     cfg.assistant.template = "assistant_detailed.txt"
     cfg.user.sampling.stop_strings = ("\n\nAssistant:", "\n\n-----")
     cfg.user.sampling.max_new_tokens = 64

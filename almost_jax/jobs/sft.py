@@ -17,10 +17,9 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from almost_jax.checkpoints.load import load_model_params
-from almost_jax.config_lib import llama_config
+from almost_jax.checkpoints.source import resolve
 from almost_jax.data.schemas import DemonstrationRecord, DialogueRecord, load_jsonl
 from almost_jax.data.sft_data import example_from_pair, examples_from_dialogue, to_rows
-from almost_jax.data.tokenizer import check_vocab, load_tokenizer
 from almost_jax.jobs.common import run_job, write_manifest
 from almost_jax.learners.lm import make_lm_loss, masked_lm_loss
 from almost_jax.models.llama import CausalLM
@@ -60,13 +59,12 @@ def eval_loss_fn(model, rows: dict, batch_size: int):
 
 def run(cfg: ConfigDict) -> dict:
     workdir = Path(cfg.workdir)
-    model_cfg = llama_config(cfg.model)
-    tok = load_tokenizer(cfg.data.tokenizer)
-    check_vocab(tok, model_cfg.vocab_size, int(cfg.data.get("allow_vocab_padding", 0)))
+    src = resolve(cfg, "init_from")  # an HF init_from gives the architecture and tokenizer too
+    model_cfg, tok = src.model, src.tokenizer
     pipeline = cfg.data.get("pipeline", "numpy")
     if pipeline == "seqio":  # same examples through a registered seqio task, packed by seqio
         from almost_jax.data import seqio_tasks  # lazy: tensorflow must load after transformers/torch
-        task = seqio_tasks.register_task(cfg.data.format, cfg.data.train, cfg.data.tokenizer, mode=cfg.data.mode,
+        task = seqio_tasks.register_task(cfg.data.format, cfg.data.train, str(tok.path), mode=cfg.data.mode,
                                          on_error=cfg.data.on_error)
         examples = [(ex["input_ids"], ex["loss_mask"]) for ex in seqio_tasks.task_examples(task)]
         make_rows = seqio_tasks.pack_rows

@@ -4,11 +4,14 @@
 
 Initialised from an LM checkpoint (`init_from`: almost_jax params dir or HF dir); the trunk is
 kept, the bias-free score head is new. Held-out pairs (a file, or a deterministic fraction of the
-training queries) are scored every `train.eval_every` steps. Writes params/, reward_stats.json
-(mean/std of rewards on the reference set, for PPO's normalisation), metrics, manifest.json.
+training queries) are scored every `train.eval_every` steps. Writes params/, rm_contract.json (the
+RM's scoring contract: template, max length, truncation, architecture, tokenizer, and the mean/std of
+raw rewards on `stats_reference_pairs` training pairs, for RL's normalisation), metrics, manifest.json.
+Load the result with `learners.reward.load_reward_model(workdir)`.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -19,12 +22,12 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from almost_jax.checkpoints.load import load_model_params, with_score_head
-from almost_jax.config_lib import llama_config
-from almost_jax.data.schemas import ComparisonRecord, load_jsonl, write_json_atomic
-from almost_jax.data.tokenizer import check_vocab, load_tokenizer
+from almost_jax.checkpoints.source import resolve
+from almost_jax.data.rm_data import RewardContract, comparison_rows
+from almost_jax.data.schemas import ComparisonRecord, load_jsonl
+from almost_jax.data.truncation import Truncations
 from almost_jax.jobs.common import run_job, write_manifest
-from almost_jax.data.rm_data import comparison_rows
-from almost_jax.learners.reward import RewardScorer, make_reward_loss
+from almost_jax.learners.reward import RewardScorer, make_reward_loss, with_reward_stats
 from almost_jax.models.llama import ScalarHeadModel
 from almost_jax.train.runner import fit
 
@@ -48,9 +51,8 @@ def steps_for(cfg: ConfigDict, n_pairs: int) -> int:
 
 def run(cfg: ConfigDict) -> dict:
     workdir = Path(cfg.workdir)
-    model_cfg = llama_config(cfg.model)
-    tok = load_tokenizer(cfg.data.tokenizer)
-    check_vocab(tok, model_cfg.vocab_size, int(cfg.data.get("allow_vocab_padding", 0)))
+    src = resolve(cfg, "init_from")  # an HF init_from gives the architecture and tokenizer too
+    model_cfg, tok = src.model, src.tokenizer
     records = load_jsonl(cfg.data.train, ComparisonRecord, cfg.data.on_error)
     if cfg.data.eval:
         train, heldout = records, load_jsonl(cfg.data.eval, ComparisonRecord, cfg.data.on_error)
@@ -58,19 +60,23 @@ def run(cfg: ConfigDict) -> dict:
         train, heldout = split_by_prompt(records, float(cfg.data.eval_fraction))
     if not train:
         raise ValueError(f"no training comparisons in {cfg.data.train}")
-    rows = comparison_rows(tok, train, int(cfg.train.seq_len), cfg.data.input_template)
+    contract = RewardContract(input_template=cfg.data.input_template, max_len=int(cfg.train.seq_len),
+                              architecture=dataclasses.asdict(model_cfg),
+                              tokenizer=str(Path(tok.path).absolute()), tokenizer_vocab_size=tok.vocab_size)
+    truncations = Truncations("reward-model training input")
+    rows = comparison_rows(tok, train, contract.max_len, contract.input_template, truncations)
+    truncations.report()
     n_pairs = len(rows["chosen_ids"])
     with cfg.unlocked():
         cfg.train.steps = steps_for(cfg, n_pairs)
     log.info("reward model: %d training pairs, %d held out, %d steps", n_pairs, len(heldout), cfg.train.steps)
 
     model = ScalarHeadModel(model_cfg)
-    lm = load_model_params(cfg.init_from, model_cfg)
+    lm = load_model_params(src.params, model_cfg)
     init = with_score_head(lm, model_cfg, jax.random.key(int(cfg.train.seed)), float(cfg.head_init_std))
 
-    def scorer(params):
-        return RewardScorer(model, params, tok, int(cfg.train.seq_len), int(cfg.eval_batch_size),
-                            cfg.data.input_template)
+    def scorer(params):  # the in-memory RM under the very contract saved with it
+        return RewardScorer(model, params, tok, contract, int(cfg.eval_batch_size))
 
     def evaluate(params):
         if not heldout:
@@ -82,14 +88,17 @@ def run(cfg: ConfigDict) -> dict:
     params, metrics = fit(cfg, model_cfg, make_reward_loss(model), rows, workdir, init, head="scalar",
                           eval_fn=evaluate, desc="reward")
     ref = train[: int(cfg.stats_reference_pairs)]
-    rewards = np.concatenate([scorer(params).score([r.prompt for r in ref], [r.chosen for r in ref]),
-                              scorer(params).score([r.prompt for r in ref], [r.rejected for r in ref])])
-    stats = {"mean": float(rewards.mean()), "std": float(rewards.std()), "n": int(rewards.size)}
+    if ref:
+        final = scorer(params)
+        prompts = [r.prompt for r in ref]
+        contract = with_reward_stats(contract, np.concatenate([final.raw_scores(prompts, [r.chosen for r in ref]),
+                                                               final.raw_scores(prompts, [r.rejected for r in ref])]))
     if jax.process_index() == 0:
-        write_json_atomic(workdir / "reward_stats.json", stats)
+        contract.save(workdir)
     summary = {"train_pairs": n_pairs, "heldout_pairs": len(heldout), "steps": int(cfg.train.steps),
                "final_loss": metrics.get("loss"), "heldout_accuracy": metrics.get("eval_accuracy"),
-               "reward_mean": stats["mean"], "reward_std": stats["std"]}
+               "reward_mean": contract.reward_mean, "reward_std": contract.reward_std,
+               "truncated_inputs": truncations.as_dict()}
     write_manifest(workdir / "manifest.json", cfg, **summary)
     return summary
 

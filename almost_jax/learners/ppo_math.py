@@ -1,7 +1,9 @@
-"""PPO's math as pure functions over [B, T] response-token arrays (AlpacaFarm's recipe by default).
+"""On-policy RL math as pure functions over [B, T] response-token arrays: PPO (AlpacaFarm's recipe),
+RLOO and GRPO (facts and defaults: shared/papers/peers.md sections 1 and 4b).
 
 `mask` is 1 on real response tokens and 0 on padding after a response ends; every statistic is
-taken over real tokens only, and padding never leaks into real positions.
+taken over real tokens only, and padding never leaks into real positions. Grouped estimators take
+rows prompt-major: rows g*k .. g*k+k-1 are the k samples of prompt g (the sampler's order).
 """
 from __future__ import annotations
 
@@ -62,10 +64,6 @@ def last_index(mask):
     return jnp.maximum(t - 1 - jnp.argmax(mask[:, ::-1] > 0, axis=1), 0)
 
 
-def normalize_scores(scores, mean: float, std: float, eps: float = 1e-8):
-    return (scores - mean) / (std + eps)
-
-
 def shape_rewards(scores, kl, mask, kl_coef, score_clip=None):
     """Per-token reward: -kl_coef * kl on response tokens, plus the sequence score at its last
     token. Returns (rewards [B, T], non_score_rewards [B, T])."""
@@ -96,7 +94,21 @@ def gae(rewards, values, mask, gamma: float, lam: float):
     return advantages, (advantages + values) * mask
 
 
-ADVANTAGE_ESTIMATORS = {"gae": gae}
+def rloo_advantages(rewards, k: int):
+    """RLOO: A_i = r_i - mean of the other k-1 rewards of the same prompt. rewards [B] -> [B]."""
+    g = rewards.reshape(-1, k)
+    baseline = (jnp.sum(g, axis=1, keepdims=True) - g) / (k - 1)
+    return (g - baseline).reshape(-1)
+
+
+def grpo_advantages(rewards, k: int, std_normalize: bool = True, eps: float = 1e-4):
+    """GRPO: A_i = (r_i - group mean) / (group std + eps), the std with Bessel's correction (n - 1, as
+    torch.std); Dr. GRPO (`std_normalize=False`) keeps only the centring. rewards [B] -> [B]."""
+    g = rewards.reshape(-1, k)
+    centred = g - jnp.mean(g, axis=1, keepdims=True)
+    if std_normalize:
+        centred = centred / (jnp.std(g, axis=1, keepdims=True, ddof=1) + eps)
+    return centred.reshape(-1)
 
 
 # ----- losses -----
@@ -111,6 +123,36 @@ def policy_loss(logp, old_logp, advantages, mask, clip: float):
                   "approx_kl": 0.5 * masked_mean(jnp.square(logp - old_logp), mask)}
 
 
+def sequence_policy_loss(seq_logp, old_seq_logp, advantages, clip: float):
+    """REINFORCE on whole sequences, -A * log p(y|x), through PPO's clipped importance ratio of the
+    whole sequence: the ratio is 1 on the rollout's own policy (then this is exactly REINFORCE), and
+    the clip keeps later minibatches of the same rollout from moving far from it. [B] arrays."""
+    ratio = jnp.exp(seq_logp - old_seq_logp)
+    unclipped = -advantages * ratio
+    clipped = -advantages * jnp.clip(ratio, 1.0 - clip, 1.0 + clip)
+    return jnp.mean(jnp.maximum(unclipped, clipped)), {
+        "clipfrac": jnp.mean((clipped > unclipped).astype(jnp.float32)),
+        "approx_kl": 0.5 * jnp.mean(jnp.square(seq_logp - old_seq_logp))}
+
+
+def grpo_policy_loss(logp, old_logp, ref_logp, advantages, mask, clip: float, kl_coef, length_normalize: bool = True):
+    """GRPO: per token, PPO's clipped surrogate plus kl_coef * k3(policy || reference); averaged over
+    each reply's tokens, then over replies. Dr. GRPO (`length_normalize=False`): summed over tokens
+    and divided by a constant (rows x the padded reply length), so long replies are not discounted."""
+    ratio = jnp.exp(logp - old_logp)
+    unclipped = -advantages * ratio
+    clipped = -advantages * jnp.clip(ratio, 1.0 - clip, 1.0 + clip)
+    kl = kl_per_token("k3", logp, ref_logp)
+    per_token = (jnp.maximum(unclipped, clipped) + kl_coef * kl) * mask
+    if length_normalize:
+        loss = jnp.mean(jnp.sum(per_token, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0))
+    else:
+        loss = jnp.sum(per_token) / per_token.size
+    return loss, {"clipfrac": masked_mean((clipped > unclipped).astype(jnp.float32), mask),
+                  "approx_kl": 0.5 * masked_mean(jnp.square(logp - old_logp), mask),
+                  "kl_loss": masked_mean(kl, mask)}
+
+
 def value_loss(values, old_values, returns, mask, clip_value: float):
     vclipped = jnp.clip(values, old_values - clip_value, old_values + clip_value)
     a, b = jnp.square(values - returns), jnp.square(vclipped - returns)
@@ -122,26 +164,27 @@ def entropy_from_logits(logits, mask):
     return masked_mean(-jnp.sum(jnp.exp(logp) * logp, axis=-1), mask)
 
 
-# ----- KL controllers (state is one float, so it checkpoints as JSON) -----
+# ----- KL controllers (their state is one float: the coefficient, kept in TrainState.extra) -----
 
 @dataclasses.dataclass(frozen=True)
 class KLController:
     """kind "fixed": the coefficient never changes. kind "adaptive": proportional control towards
-    `target` (summed KL per sequence): e = clip(kl / target - 1, -0.2, 0.2), then
+    `target_per_reply`, in nats per reply (the batch mean of each reply's summed per-token KL, as
+    AlpacaFarm measures it): e = clip(kl / target - 1, -0.2, 0.2), then
     update "alpacafarm": coef *= 1 + k_beta * e;  update "trl": coef *= 1 + e * n_steps / horizon."""
 
     kind: str = "fixed"
-    target: float = 6.0
+    target_per_reply: float = 6.0
     k_beta: float = 0.1
     horizon: int = 10000
     update_rule: str = "alpacafarm"
 
-    def update(self, coef: float, kl: float, n_steps: int = 1) -> float:
+    def update(self, coef: float, kl_per_reply: float, n_steps: int = 1) -> float:
         if self.kind == "fixed":
             return coef
         if self.kind != "adaptive":
             raise ValueError(f"KL controller kind must be fixed or adaptive, got {self.kind!r}")
-        e = min(max(kl / self.target - 1.0, -0.2), 0.2)
+        e = min(max(kl_per_reply / self.target_per_reply - 1.0, -0.2), 0.2)
         if self.update_rule == "alpacafarm":
             return coef * (1.0 + self.k_beta * e)
         if self.update_rule == "trl":

@@ -1,7 +1,8 @@
 """LLaMA-family architecture description and named size presets.
 
 One frozen dataclass describes every LLaMA generation (1, 2, 3.x): the differences are only
-grouped KV heads, the rotary base and the LLaMA-3.x `rope_scaling` block. It converts to and
+grouped KV heads, the rotary base and the `rope_scaling` block (LLaMA-3.x, linear, dynamic NTK,
+YaRN). It converts to and
 from a Hugging Face `config.json` so checkpoints carry their own architecture.
 """
 from __future__ import annotations
@@ -13,14 +14,78 @@ SUPPORTED_HF_ARCHITECTURES = ("LlamaForCausalLM",)
 SUPPORTED_HF_MODEL_TYPES = ("llama",)
 
 
+ROPE_TYPES = ("llama3", "linear", "dynamic", "yarn")
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
-    """LLaMA-3.1 style frequency-dependent rotary scaling (`rope_type: llama3`)."""
+    """Rotary scaling for contexts past the pretraining length, as Hugging Face's `rope_scaling`
+    (`rope_type`) describes it; the formulas are in `layers.rope_inverse_frequencies`.
 
+    llama3:  LLaMA-3.1's wavelength-dependent interpolation (factor, low/high_freq_factor,
+             original_max_position_embeddings).
+    linear:  positions divided by `factor` (position interpolation).
+    dynamic: NTK-aware base growth once a sequence is longer than
+             original_max_position_embeddings (transformers: the config's max_position_embeddings).
+    yarn:    NTK-by-parts interpolation (beta_fast / beta_slow) and an attention temperature
+             (`attention_factor`, by default 0.1 ln(factor) + 1, or from mscale / mscale_all_dim)
+             that scales cos and sin.
+    """
+
+    rope_type: str = "llama3"
     factor: float = 8.0
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position_embeddings: int = 8192
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    attention_factor: Optional[float] = None
+    mscale: Optional[float] = None
+    mscale_all_dim: Optional[float] = None
+    truncate: bool = True
+
+    def __post_init__(self):
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(f"unsupported rope_scaling type {self.rope_type!r} (supported: default, "
+                             f"{', '.join(ROPE_TYPES)})")
+
+    @classmethod
+    def from_hf(cls, scaling: Mapping[str, Any], max_position_embeddings: int) -> Optional["RopeScaling"]:
+        kind = scaling.get("rope_type", scaling.get("type", "default"))
+        if kind == "default":
+            return None
+        if kind not in ROPE_TYPES:
+            raise ValueError(f"unsupported rope_scaling type {kind!r} (supported: default, {', '.join(ROPE_TYPES)})")
+        if kind != "yarn" and scaling.get("factor") is None:
+            raise ValueError(f"rope_scaling of type {kind!r} needs a factor: {dict(scaling)}")
+        original = scaling.get("original_max_position_embeddings")
+        if kind == "dynamic" or original is None:
+            original = max_position_embeddings  # what transformers compares the length with
+        factor = scaling.get("factor")
+        if factor is None:  # yarn without a factor: the context extension ratio (transformers' rule)
+            factor = max_position_embeddings / original
+        fields = dict(rope_type=kind, factor=float(factor), original_max_position_embeddings=int(original))
+        if kind == "llama3":
+            fields.update(low_freq_factor=float(scaling["low_freq_factor"]),
+                          high_freq_factor=float(scaling["high_freq_factor"]))
+        if kind == "yarn":
+            opt = lambda k: None if scaling.get(k) is None else float(scaling[k])  # noqa: E731
+            fields.update(beta_fast=float(scaling.get("beta_fast") or 32.0), beta_slow=float(scaling.get("beta_slow") or 1.0),
+                          attention_factor=opt("attention_factor"), mscale=opt("mscale"),
+                          mscale_all_dim=opt("mscale_all_dim"), truncate=bool(scaling.get("truncate", True)))
+        return cls(**fields)
+
+    def to_hf(self) -> dict:
+        out = {"rope_type": self.rope_type, "factor": self.factor}
+        if self.rope_type == "llama3":
+            out.update(low_freq_factor=self.low_freq_factor, high_freq_factor=self.high_freq_factor,
+                       original_max_position_embeddings=self.original_max_position_embeddings)
+        elif self.rope_type == "yarn":
+            out.update(original_max_position_embeddings=self.original_max_position_embeddings,
+                       beta_fast=self.beta_fast, beta_slow=self.beta_slow, truncate=self.truncate)
+            out.update({k: getattr(self, k) for k in ("attention_factor", "mscale", "mscale_all_dim")
+                        if getattr(self, k) is not None})
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,16 +155,7 @@ class LlamaConfig:
         rope_theta = hf.get("rope_theta", 10000.0)
         if scaling:
             rope_theta = scaling.get("rope_theta", rope_theta)
-            kind = scaling.get("rope_type", scaling.get("type", "default"))
-            if kind == "llama3":
-                rope_scaling = RopeScaling(
-                    factor=float(scaling["factor"]),
-                    low_freq_factor=float(scaling["low_freq_factor"]),
-                    high_freq_factor=float(scaling["high_freq_factor"]),
-                    original_max_position_embeddings=int(scaling["original_max_position_embeddings"]),
-                )
-            elif kind != "default":
-                raise ValueError(f"unsupported rope_scaling type {kind!r} (supported: default, llama3)")
+            rope_scaling = RopeScaling.from_hf(scaling, hf.get("max_position_embeddings", 2048))
         eos = hf.get("eos_token_id", 2)
         if isinstance(eos, (list, tuple)):
             eos = eos[0]
@@ -147,7 +203,7 @@ class LlamaConfig:
             "torch_dtype": "float32" if self.param_dtype == "float32" else "bfloat16",
         }
         if self.rope_scaling is not None:
-            out["rope_scaling"] = {"rope_type": "llama3", **dataclasses.asdict(self.rope_scaling)}
+            out["rope_scaling"] = self.rope_scaling.to_hf()
         return out
 
 

@@ -62,13 +62,31 @@ class RMSNorm(nn.Module):
         return scale.astype(self.dtype) * normed.astype(self.dtype)
 
 
-def rope_inverse_frequencies(cfg: LlamaConfig) -> Array:
-    """Per-pair rotary frequencies, with LLaMA-3.1 wavelength-dependent scaling when configured."""
+def rope_inverse_frequencies(cfg: LlamaConfig, positions: Optional[Array] = None) -> Array:
+    """Per-pair rotary frequencies [D/2], with the configured `rope_scaling` (Hugging Face's
+    formulas, modeling_rope_utils). Dynamic NTK depends on the sequence length, so it needs the
+    `positions` [B, T] and returns [B, 1, D/2]: each row uses its own length (max position + 1),
+    so a row's result never depends on the rows batched with it. (transformers takes the
+    batch's longest row, and keeps the longest length seen so far; the same for one row or a
+    freshly loaded model.)"""
     dim = cfg.dim_per_head
-    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    exponents = jnp.arange(0, dim, 2, dtype=jnp.float32) / dim
+    inv_freq = 1.0 / (cfg.rope_theta ** exponents)
     s = cfg.rope_scaling
     if s is None:
         return inv_freq
+    if s.rope_type == "linear":
+        return inv_freq / s.factor
+    if s.rope_type == "dynamic":
+        if positions is None:
+            raise ValueError("dynamic rope scaling needs the positions (it depends on the sequence length)")
+        original = s.original_max_position_embeddings
+        length = jnp.maximum(jnp.max(positions, axis=-1).astype(jnp.float32) + 1.0, float(original))  # [B]
+        base = cfg.rope_theta * ((s.factor * length / original) - (s.factor - 1)) ** (dim / (dim - 2))
+        return (1.0 / (base[:, None] ** exponents[None, :]))[:, None, :]
+    if s.rope_type == "yarn":
+        return _yarn_inverse_frequencies(cfg)
+    # llama3
     low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
     high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
     wavelen = 2 * math.pi / inv_freq
@@ -80,11 +98,55 @@ def rope_inverse_frequencies(cfg: LlamaConfig) -> Array:
     return jnp.where(medium, smoothed, scaled)
 
 
-def apply_rotary(x: Array, positions: Array, inv_freq: Array) -> Array:
-    """x: [B, T, heads, head_dim]; positions: [B, T] (per-row, so left padding is exact)."""
+def _yarn_inverse_frequencies(cfg: LlamaConfig) -> Array:
+    """YaRN: dimensions that turn fewer than `beta_slow` times over the original context are
+    interpolated (divided by factor), those turning more than `beta_fast` times keep their
+    frequency, with a linear ramp between."""
+    s, dim, base = cfg.rope_scaling, cfg.dim_per_head, cfg.rope_theta
+
+    def correction_dim(rotations):
+        return dim * math.log(s.original_max_position_embeddings / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(s.beta_fast), correction_dim(s.beta_slow)
+    if s.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # no zero-width ramp
+    pos_freqs = base ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+    ramp = jnp.clip((jnp.arange(dim // 2, dtype=jnp.float32) - low) / (high - low), 0, 1)
+    extrapolation = 1 - ramp
+    return (1.0 / (s.factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+
+
+def rope_attention_factor(cfg: LlamaConfig) -> float:
+    """YaRN's scale on cos and sin (a softmax temperature); 1 for every other rope type."""
+    s = cfg.rope_scaling
+    if s is None or s.rope_type != "yarn":
+        return 1.0
+    if s.attention_factor is not None:
+        return s.attention_factor
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    if s.mscale and s.mscale_all_dim:
+        return mscale(s.factor, s.mscale) / mscale(s.factor, s.mscale_all_dim)
+    return mscale(s.factor)
+
+
+def rotary(cfg: LlamaConfig, positions: Array, dtype) -> tuple[Array, Array]:
+    """(cos, sin) [B, T, 1, head_dim] for `positions` [B, T] (per row, so left padding is exact)."""
+    inv_freq = rope_inverse_frequencies(cfg, positions)
     freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
     angles = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
-    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    scale = rope_attention_factor(cfg)
+    return (jnp.cos(angles) * scale).astype(dtype), (jnp.sin(angles) * scale).astype(dtype)
+
+
+def apply_rotary(x: Array, cos_sin: tuple[Array, Array]) -> Array:
+    """x: [B, T, heads, head_dim] rotated in the rotate-half layout."""
+    cos, sin = cos_sin
     x1, x2 = jnp.split(x, 2, axis=-1)
     return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
 
@@ -118,9 +180,9 @@ class Attention(nn.Module):
         q = proj("q_proj", h, ("heads", "head_dim"))
         k = proj("k_proj", kvh, ("kv_heads", "head_dim"))
         v = proj("v_proj", kvh, ("kv_heads", "head_dim"))
-        inv_freq = rope_inverse_frequencies(cfg)
-        q = constrain(apply_rotary(q, positions, inv_freq), ("act_batch", "act_length", "act_heads", None))
-        k = apply_rotary(k, positions, inv_freq)
+        cos_sin = rotary(cfg, positions, dtype)
+        q = constrain(apply_rotary(q, cos_sin), ("act_batch", "act_length", "act_heads", None))
+        k = apply_rotary(k, cos_sin)
 
         mask = attention_mask(query_slots, kv_mask)  # [B, 1, 1, T, S]
         b, t = q.shape[:2]

@@ -1,3 +1,4 @@
 from almost_jax.pipeline.runner import cli
 
-cli()
+if __name__ == "__main__":
+    cli()

@@ -103,9 +103,7 @@ def rmsp_job(cfg: ConfigDict, out: Path, selection: str, n_candidates: int) -> C
                                  selection=selection, end_markers=list(r.end_markers)))
         job.assistant = generator_setup(cfg, r.assistant_member, r.assistant_sampling, r.assistant_template, int(r.assistant_shots))
         job.user = generator_setup(cfg, r.user_member, r.user_sampling, r.user_template, int(r.user_shots))
-        job.rm.model.update(dict(preset=cfg.family[cfg.reward_init_member].preset, dtype="float32", param_dtype="float32"))
-        job.rm.update(dict(params=str(root / "reward" / "rm" / "params"), tokenizer=str(world_paths(root)["tokenizer"]),
-                           max_len=int(cfg.reward.train.seq_len), batch_size=int(cfg.sampling_batch_size)))
+        job.rm.update(dict(path=str(root / "reward" / "rm"), batch_size=int(cfg.sampling_batch_size)))
     return job
 
 
@@ -123,16 +121,20 @@ def sft_job(cfg: ConfigDict, out: Path, selection: str) -> ConfigDict:
 
 
 def ppo_job(cfg: ConfigDict, out: Path) -> ConfigDict:
-    from almost_jax.jobs import ppo
+    """The RL job of the pipeline's `ppo` stage: PPO from the RM-guided SFT policy against the RM, the
+    mini world's oracle logged beside the reward (evaluation only). `cfg.ppo` overrides the job's `rl`
+    block key by key; `configs/mini/rloo.py` and `grpo.py` start from this job too."""
+    from almost_jax.jobs.rl import rl_config
     root = Path(cfg.workdir)
-    job = ppo.ppo_config()
-    preset, rm_preset = cfg.family[cfg.sft_member].preset, cfg.family[cfg.reward_init_member].preset
+    job = rl_config("ppo")
+    unknown = sorted(set(cfg.ppo.keys()) - set(job.rl.keys()))
+    if unknown:
+        raise KeyError(f"pipeline config: ppo.{unknown[0]} is not a key of the RL job's rl block; keys: {sorted(job.rl.keys())}")
     with job.unlocked():
         job.update(dict(workdir=str(out), prompts=str(root / "queries" / "rl.jsonl"),
                         tokenizer=str(world_paths(root)["tokenizer"]), policy_init=str(root / "sft" / "rm" / "params"),
-                        rm_params=str(root / "reward" / "rm" / "params"), rm_stats=str(root / "reward" / "rm" / "reward_stats.json"),
-                        rm_max_len=int(cfg.reward.train.seq_len), gold="miniworld"))
-        job.policy_model.preset, job.rm_model.preset = preset, rm_preset
-        job.ppo.update(cfg.ppo.to_dict())
+                        rm_path=str(root / "reward" / "rm"), gold="miniworld"))
+        job.policy_model.preset = cfg.family[cfg.sft_member].preset
+        job.rl.update(cfg.ppo.to_dict())
         job.optimizer.update(cfg.ppo_optimizer.to_dict())
     return job

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
-from almost_jax.pipeline.job_configs import family_params, reward_job, sampler_setup, world_paths
+from almost_jax.pipeline.job_configs import family_params, sampler_setup, world_paths
 
 
 def policy_replies(cfg: ConfigDict, params_path: Path, preset: str, template: str = "", n_shots: int = 0):
@@ -32,24 +32,18 @@ def policy_scores(cfg: ConfigDict, params_path: Path, preset: str, template: str
 
 def run_report(cfg: ConfigDict, out: Path) -> dict:
     """report.md, summary.json and plots from every stage's outputs."""
-    from almost_jax.checkpoints.load import load_model_params
-    from almost_jax.config_lib import llama_config
+    from almost_jax.data import chat
     from almost_jax.data.schemas import PromptRecord, load_jsonl
-    from almost_jax.data.tokenizer import load_tokenizer
     from almost_jax.evaluation.report import markdown_table, write_report
     from almost_jax.evaluation.winrate import oracle_judge, rm_judge, win_rate
     from almost_jax.jobs import comparisons
     from almost_jax.jobs.common import read_manifest
-    from almost_jax.learners.reward import RewardScorer
+    from almost_jax.learners.reward import load_reward_model
     from almost_jax.miniworld import oracle
-    from almost_jax.models.llama import ScalarHeadModel
     root = Path(cfg.workdir)
     tasks = load_jsonl(world_paths(root)["eval_tasks"], PromptRecord)
     queries = [t.prompt for t in tasks]
-    rm_job = reward_job(cfg, root / "reward" / "rm", Path(""))
-    rm_cfg = llama_config(rm_job.model)
-    scorer = RewardScorer(ScalarHeadModel(rm_cfg), load_model_params(root / "reward" / "rm" / "params", rm_cfg),
-                          load_tokenizer(world_paths(root)["tokenizer"]), int(cfg.reward.train.seq_len), 100)
+    scorer = load_reward_model(root / "reward" / "rm", batch_size=100)
     judges = {"oracle": oracle_judge(), "rm": rm_judge(scorer)}
     small = cfg.family[cfg.sft_member].preset
     policies = []
@@ -70,7 +64,8 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
     for key, label, replies in policies:
         row = {"key": key, "name": label,
                "oracle_score": float(np.mean([oracle.score(q, r) for q, r in zip(queries, replies)])),
-               "rm_score": float(np.mean(scorer.score([f"\n\nHuman: {q}" for q in queries], replies)))}
+               "rm_score": float(np.mean(scorer.raw_scores([chat.format_turn(chat.HUMAN, q) for q in queries],
+                                                           replies)))}
         for jname, judge in judges.items():
             row[f"winrate_{jname}"], row[f"winrate_{jname}_se"] = win_rate(judge, queries, replies, base)
         rows.append(row)

@@ -169,13 +169,9 @@ def run_comparisons(cfg: ConfigDict, out: Path) -> dict:
 def run_reward(cfg: ConfigDict, out: Path) -> dict:
     """RM on filtered synthetic pairs, and (ablation) without the length filter; both measured on
     the oracle-labelled held-out pairs."""
-    from almost_jax.checkpoints.load import load_model_params
-    from almost_jax.config_lib import llama_config
-    from almost_jax.data.tokenizer import load_tokenizer
     from almost_jax.evaluation.rm_accuracy import evaluate_file
     from almost_jax.jobs import train_rm
-    from almost_jax.learners.reward import RewardScorer
-    from almost_jax.models.llama import ScalarHeadModel
+    from almost_jax.learners.reward import load_reward_model
     comp = Path(cfg.workdir) / "comparisons"
     summary = {}
     variants = [("rm", comp / "comparisons.jsonl")]
@@ -184,10 +180,7 @@ def run_reward(cfg: ConfigDict, out: Path) -> dict:
     for name, train_file in variants:
         job = reward_job(cfg, out / name, train_file)
         result = train_rm.run(job)
-        model_cfg = llama_config(job.model)
-        params = load_model_params(out / name / "params", model_cfg)
-        scorer = RewardScorer(ScalarHeadModel(model_cfg), params, load_tokenizer(job.data.tokenizer),
-                              int(job.train.seq_len), int(job.eval_batch_size), job.data.input_template)
+        scorer = load_reward_model(out / name, batch_size=int(job.eval_batch_size))
         gold = evaluate_file(scorer, comp / "gold_pairs.jsonl", "comparisons")
         summary[f"{name}_heldout_synthetic_accuracy"] = result["heldout_accuracy"]
         summary[f"{name}_oracle_agreement"] = gold["accuracy"]

@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from almost_jax.data.truncation import Truncations
 from almost_jax.models.llama import CausalLM, param_shardings
 from almost_jax.parallel import DEFAULT_RULES, batch_sharding, mesh_context
 from almost_jax.parallel.shard import batch_multiple, to_global, to_host
@@ -64,10 +65,12 @@ class Sampler:
     """
 
     def __init__(self, model: CausalLM, params, tokenizer, cfg: SamplingConfig, batch_size: int = 32,
-                 bucket: int = 32, max_prompt_len: Optional[int] = None, add_bos: bool = True,
+                 bucket: int = 32, max_prompt_len: Optional[int] = None, add_bos: Optional[bool] = None,
                  mesh: Optional[Mesh] = None, rules=DEFAULT_RULES):
+        """add_bos: start prompts with BOS (None = as the tokenizer's model does, `tokenizer.add_bos`)."""
         self.model, self.tok, self.cfg = model, tokenizer, cfg
-        self.bucket, self.add_bos = bucket, add_bos
+        self.bucket = bucket
+        self.add_bos = getattr(tokenizer, "add_bos", True) if add_bos is None else add_bos
         limit = model.cfg.max_position_embeddings - cfg.max_new_tokens
         self.max_prompt_len = min(max_prompt_len or limit, limit)
         stop_seqs = [tokenizer.encode(s) for s in cfg.stop_strings]
@@ -81,10 +84,12 @@ class Sampler:
         self.params, self.batch_size = params, batch_size
         self._fn = make_generate_fn(model, cfg, tokenizer.eos_id, tokenizer.pad_id, stop_seqs, param_sh,
                                     self._batch_sh, valid_vocab=tokenizer.vocab_size)
+        # Prompts longer than max_prompt_len keep their last tokens: warned and counted here
+        # (`truncations.as_dict()` for a job's manifest).
+        self.truncations = Truncations(f"prompt (max_prompt_len {self.max_prompt_len})")
 
     def encode(self, prompt: str) -> list[int]:
-        ids = self.tok.encode(prompt, add_bos=self.add_bos)
-        return ids[-self.max_prompt_len:]
+        return self.truncations.keep_last(self.tok.encode(prompt, add_bos=self.add_bos), self.max_prompt_len)
 
     def generate(self, prompts: Sequence[str], seed: int = 0, desc: Optional[str] = None,
                  progress: bool = True, params=None) -> Iterator[Completion]:

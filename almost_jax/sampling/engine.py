@@ -95,7 +95,8 @@ def make_generate_fn(model: CausalLM, cfg: SamplingConfig, eos_id: int, pad_id: 
                      stop_sequences: Sequence[Sequence[int]] = (), param_shardings=None, batch_sharding=None,
                      valid_vocab: int = 0):
     """jit(generate_tokens) for one sampling config; call as fn(params, prompt_ids, prompt_mask, key)."""
-    stops = tuple(tuple(int(t) for t in s) for s in stop_sequences if len(s))
+    # A stop sequence longer than max_new_tokens can never be completed (and cannot be sliced).
+    stops = tuple(tuple(int(t) for t in s) for s in stop_sequences if 0 < len(s) <= cfg.max_new_tokens)
 
     def fn(params, prompt_ids, prompt_mask, key):
         return generate_tokens(model, params, prompt_ids, prompt_mask, key, cfg, eos_id, pad_id, stops, valid_vocab)

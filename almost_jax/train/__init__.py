@@ -1,1 +1,1 @@
-"""Train state, optimizer, the jitted step and the one loop every learner shares."""
+"""Train state, optimizer, the state builder (setup.py), the jitted step and the one loop every learner shares."""

@@ -1,8 +1,10 @@
 """The training loop every learner shares: steps, progress, metrics, eval, checkpoints, preemption.
 
-Resumption is exact: the train state (params, optimizer, step, PRNG) is checkpointed and the data
-position is a pure function of the step (`batch_fn(step)`), so a restarted job continues with
-the same batches it would have seen.
+Resumption is exact: the train state (params, optimizer, step, PRNG, learner extras) is
+checkpointed with the loop step (`data_step` in the meta) and the data is a pure function of the
+step (`batch_fn(step)`), so a restarted job continues with the same batches it would have seen.
+A step's "batch" is whatever its step function takes: rows of arrays (placed on the mesh by
+default) or, for on-policy RL, the step's prompts (`place` leaves them on the host).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -81,12 +83,16 @@ class LoopConfig:
                    progress=bool(train_cfg.get("progress", True)))
 
 
-def run_loop(state, step_fn: Callable, batch_fn: Callable[[int], dict], mesh, loop: LoopConfig,
+def run_loop(state, step_fn: Callable, batch_fn: Callable[[int], Any], mesh, loop: LoopConfig,
              checkpointer: Optional[Checkpointer] = None, writer: Optional[MetricsWriter] = None,
-             eval_fn: Optional[Callable] = None, meta: Optional[dict] = None, desc: str = "train"):
-    """Run from `state.step` to `loop.total_steps`. `batch_fn(step)` returns this host's slice of
-    the global batch for that step as numpy arrays. Returns the final state and last metrics."""
-    start = int(jax.device_get(state.step))
+             eval_fn: Optional[Callable] = None, meta: Optional[dict] = None, desc: str = "train", *,
+             start: Optional[int] = None, place: Optional[Callable] = None, prefix: str = "train/"):
+    """Run steps `start` (default `state.step`) .. `loop.total_steps - 1`: `step_fn(state, place(batch_fn(step)))`
+    -> (state, metrics). By default `batch_fn(step)` returns this host's slice of the global batch
+    as numpy arrays and `place` makes it a global batch on `mesh`. Metrics are written under
+    `prefix`. Returns the final state and last metrics."""
+    start = int(jax.device_get(state.step)) if start is None else int(start)
+    place = place or (lambda batch: shard_batch(batch, mesh))
     metrics_host: dict = {}
     t_last, steps_since = time.perf_counter(), 0
     bar = tqdm(total=loop.total_steps, initial=start, desc=desc, disable=not loop.progress or jax.process_index() != 0,
@@ -98,8 +104,7 @@ def run_loop(state, step_fn: Callable, batch_fn: Callable[[int], dict], mesh, lo
 
     with PreemptionGuard() as guard:
         for step in range(start, loop.total_steps):
-            batch = shard_batch(batch_fn(step), mesh)
-            state, metrics = step_fn(state, batch)
+            state, metrics = step_fn(state, place(batch_fn(step)))
             steps_since += 1
             done = step + 1
             if done % loop.log_every == 0 or done == loop.total_steps:
@@ -110,7 +115,7 @@ def run_loop(state, step_fn: Callable, batch_fn: Callable[[int], dict], mesh, lo
                     metrics_host["tokens_per_s"] = steps_since * loop.tokens_per_step / dt
                 t_last, steps_since = time.perf_counter(), 0
                 if writer:
-                    writer.write(done, metrics_host, prefix="train/")
+                    writer.write(done, metrics_host, prefix=prefix)
                 bar.set_postfix({k: f"{metrics_host[k]:.4g}" for k in ("loss", "tokens_per_s") if k in metrics_host})
                 if not loop.progress:
                     log.info("%s step %d/%d %s", desc, done, loop.total_steps,

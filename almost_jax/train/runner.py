@@ -7,7 +7,6 @@ only its loss, its data and how to initialise its params.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -15,18 +14,14 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from almost_jax.checkpoints.orbax_io import Checkpointer, save_params
+from almost_jax.checkpoints.orbax_io import save_params
 from almost_jax.data.lm_data import RowBatches
 from almost_jax.models.llama import abstract_or_init
-from almost_jax.parallel import MeshConfig, batch_sharding, make_mesh, mesh_context, rules_from_config
+from almost_jax.parallel import batch_sharding, mesh_context
 from almost_jax.train.loop import LoopConfig, run_loop
 from almost_jax.train.metrics import MetricsWriter
-from almost_jax.train.optim import make_optimizer
-from almost_jax.parallel.shard import with_shardings
-from almost_jax.train.state import abstract_state, create_sharded_state, state_shardings
+from almost_jax.train.setup import build_setup
 from almost_jax.train.step import make_train_step
-
-log = logging.getLogger(__name__)
 
 
 def fit(cfg: ConfigDict, model_cfg, loss_fn: Callable, rows: dict[str, np.ndarray], workdir: str | Path,
@@ -38,32 +33,22 @@ def fit(cfg: ConfigDict, model_cfg, loss_fn: Callable, rows: dict[str, np.ndarra
     initialised params (traced under jit), or a tree of loaded params. eval_fn(params) -> dict of scalars, run every cfg.train.eval_every steps.
     """
     workdir = Path(workdir)
-    mesh = make_mesh(MeshConfig.from_config(cfg.mesh))
-    rules = rules_from_config(cfg.mesh.get("rules"))
     tcfg = cfg.train
-    tx, schedule = make_optimizer(cfg.optimizer, tcfg.steps)
     boxed = abstract_or_init(model_cfg, jax.random.key(0), head, **(head_kwargs or {}))
-    st_shardings = state_shardings(boxed, tx, mesh, rules)
-
-    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=int(tcfg.get("keep_checkpoints", 2)))
-    with mesh_context(mesh, rules):
-        if checkpointer.latest_step() is not None:
-            state, meta = checkpointer.restore(with_shardings(abstract_state(boxed, tx), st_shardings))
-            log.info("%s: resumed from step %d (%s)", desc, int(state.step), workdir / "checkpoints")
-        else:
-            state = create_sharded_state(init_params, tx, st_shardings, seed=int(tcfg.seed))
-
+    setup = build_setup(cfg, boxed, workdir, int(tcfg.steps), keep_checkpoints=int(tcfg.get("keep_checkpoints", 2)))
+    with mesh_context(setup.mesh, setup.rules):
+        state, _ = setup.restore_or_create(init_params, int(tcfg.seed), desc)
         batches = RowBatches(rows, int(tcfg.batch_size), seed=int(tcfg.seed))
-        batch_sh = {k: batch_sharding(mesh, v.ndim) for k, v in rows.items()}
-        step_fn = make_train_step(loss_fn, st_shardings, batch_sh, schedule, int(tcfg.grad_accum_steps))
+        batch_sh = {k: batch_sharding(setup.mesh, v.ndim) for k, v in rows.items()}
+        step_fn = make_train_step(loss_fn, setup.shardings, batch_sh, setup.schedule, int(tcfg.grad_accum_steps))
         tokens = int(tcfg.batch_size) * int(next(iter(rows.values())).shape[-1])
         writer = MetricsWriter(workdir)
         wrapped_eval = (lambda s: eval_fn(s.params)) if eval_fn else None
         try:
-            state, metrics = run_loop(state, step_fn, batches, mesh, LoopConfig.from_config(tcfg, tokens),
-                                      checkpointer, writer, wrapped_eval, desc=desc)
+            state, metrics = run_loop(state, step_fn, batches, setup.mesh, LoopConfig.from_config(tcfg, tokens),
+                                      setup.checkpointer, writer, wrapped_eval, desc=desc)
         finally:
             writer.close()
-            checkpointer.close()
+            setup.checkpointer.close()
     save_params(workdir / "params", state.params)
     return state.params, metrics

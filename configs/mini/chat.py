@@ -2,15 +2,15 @@
 replies set --config.sampling.temperature=0.7 --config.sampling.top_p=0.9."""
 from ml_collections import ConfigDict
 
-from almost_jax.config_lib import model_block
+from almost_jax.config_lib import model_block, tokenizer_fields
 
 
 def get_config():
     return ConfigDict(dict(
-        # params: an almost_jax params dir or a Hugging Face checkpoint dir (which then also gives the
-        # architecture and tokenizer unless model.hf_path / tokenizer are set).
+        # params: an almost_jax params dir or a Hugging Face checkpoint dir, which then also gives the
+        # architecture and tokenizer (unless model.hf_path / tokenizer are set on the command line too).
         model=model_block(preset="mini-s"), params="work_dir/mini/ppo/params",
-        tokenizer="work_dir/mini/world/tokenizer.model", allow_vocab_padding=0,
+        **tokenizer_fields("work_dir/mini/world/tokenizer.model"),
         batch_size=1, bucket=64, seed=0,
         # A few-shot prompt file (almost_jax/data/prompts or a path) for a vanilla model; 0 shots = plain chat.
         template="", n_shots=0,

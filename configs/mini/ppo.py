@@ -2,7 +2,7 @@
 the RM-guided SFT policy against the RM in work_dir/mini, with the oracle's score of each rollout
 batch logged beside the reward (evaluation only).
 
-    python -m almost_jax.jobs.ppo --config=configs/mini/ppo.py [--config.ppo.kl_coef=0.02]
+    python -m almost_jax.jobs.ppo --config=configs/mini/ppo.py [--config.rl.kl_coef=0.02]
 """
 from pathlib import Path
 

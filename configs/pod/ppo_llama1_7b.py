@@ -3,21 +3,21 @@ recipe: rollout 512, step 256, 2 epochs, kl 0.0067 fixed, lr 1e-5), on a TPU pod
 
     launch/tpu_run.sh --name=almost --zone=us-central2-b --accelerator=v4-32 --mount=YOUR_BUCKET -- \
       python -m almost_jax.jobs.ppo --config=configs/pod/ppo_llama1_7b.py
+
+The value model takes the RM's architecture from the RM's contract (reward_7b/rm_contract.json).
 """
-from almost_jax.jobs.ppo import ppo_config
+from almost_jax.jobs.rl import rl_config
 
 BUCKET = "/gcs/YOUR_BUCKET"
 
 
 def get_config():
-    cfg = ppo_config()
+    cfg = rl_config("ppo")
     cfg.workdir = f"{BUCKET}/almost/ppo_7b"
     cfg.prompts = f"{BUCKET}/almost/queries/rl.jsonl"
     cfg.tokenizer = f"{BUCKET}/models/llama1-7b-hf/tokenizer.model"
     cfg.policy_init = f"{BUCKET}/almost/sft_7b/params"
-    cfg.rm_params = f"{BUCKET}/almost/reward_7b/params"
-    cfg.rm_stats = f"{BUCKET}/almost/reward_7b/reward_stats.json"
-    for block in (cfg.policy_model, cfg.rm_model):
-        block.preset, block.dtype, block.remat = "llama1-7b", "bfloat16", True
+    cfg.rm_path = f"{BUCKET}/almost/reward_7b"
+    cfg.policy_model.preset, cfg.policy_model.dtype, cfg.policy_model.remat = "llama1-7b", "bfloat16", True
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 1, -1, 1
     return cfg

@@ -22,8 +22,7 @@ def get_config():
         player.template = template
         with player.unlocked():
             player.mesh = mesh_block(data=-1, fsdp=1, tensor=4)
-    cfg.rm.params = f"{BUCKET}/almost/reward_7b/params"
-    cfg.rm.tokenizer = f"{BUCKET}/models/llama1-7b-hf/tokenizer.model"
+    cfg.rm.path = f"{BUCKET}/almost/reward_7b"  # params/ + rm_contract.json (architecture, tokenizer, template)
     with cfg.rm.unlocked():
         cfg.rm.mesh = mesh_block(data=-1, fsdp=1, tensor=4)
     return cfg
