@@ -30,8 +30,7 @@ def get_config() -> ConfigDict:
     #    sloppy demonstration draws one of the five failure modes with equal weight.
     cfg.world = ConfigDict(dict(
         seed=0, n_docs=100000, vocab_size=512, families=FAMILIES, eval_per_family=200, seed_queries_per_family=40,
-        corpus=ConfigDict(dict(filler_fraction=0.15, sloppy_fraction=0.4, failure_weights=(1, 1, 1, 1, 1),
-                               min_demos=2, max_demos=5, mixed_family_prob=0.5)),
+        corpus=ConfigDict(dict(filler_fraction=0.15, sloppy_fraction=0.4, failure_weights=(1, 1, 1, 1, 1))),
     ))
 
     # 2. The family of vanilla models (ALMoST's "larger > smaller" prior). As in real families, a
@@ -40,9 +39,9 @@ def get_config() -> ConfigDict:
     #    S : M : L = 1 : 2.15 : 3.3 (one process, same conditions), so this ladder costs about 1.3x
     #    the former 800 / 800 / 800 (696 s on 2 quiet cores).
     cfg.family = ConfigDict(dict(
-        S=ConfigDict(dict(preset="mini-s", steps=600)),
-        M=ConfigDict(dict(preset="mini-m", steps=700)),
-        L=ConfigDict(dict(preset="mini-l", steps=1400)),
+        S=ConfigDict(dict(preset="mini-s", steps=400)),
+        M=ConfigDict(dict(preset="mini-m", steps=600)),
+        L=ConfigDict(dict(preset="mini-l", steps=1500)),
     ))
     cfg.pretrain = ConfigDict(dict(
         name="pretrain", workdir="", init_from="", model=model_block(preset="mini-s"), mesh=mesh_block(),
@@ -50,7 +49,7 @@ def get_config() -> ConfigDict:
         data=ConfigDict(dict(corpus="", tokenizer="", allow_vocab_padding=0, on_error="raise")),
         optimizer=optimizer_block(lr=3e-3, weight_decay=0.01, schedule="cosine", warmup_ratio=0.05, min_lr_ratio=0.1,
                                   b2=0.98, grad_clip=1.0),
-        train=train_block(steps=800, batch_size=16, seq_len=256, log_every=50, checkpoint_every=200),
+        train=train_block(steps=800, batch_size=32, seq_len=128, log_every=50, checkpoint_every=200),
     ))
     cfg.sampling_batch_size = 100
 
@@ -90,9 +89,13 @@ def get_config() -> ConfigDict:
                               reject_image_tag=True)),
     ))
 
-    # 5. Reward model: initialised from the largest vanilla model, trained on the synthetic pairs.
+    # 5. Reward model: initialised from the largest vanilla model, trained on the synthetic pairs
+    #    with ALMoST's length filter and without it (the ablation; both in the report). "auto": the
+    #    later stages use whichever is more accurate on the held-out *synthetic* pairs (the same
+    #    held-out queries for both); the oracle never takes part in the choice. In the run of
+    #    2026-11-26 (README) that was the no-filter RM: see work_dir/mini/reward/manifest.json.
     cfg.reward_init_member = "L"
-    cfg.reward_ablation_nofilter = True
+    cfg.reward_length_filter = "auto"  # auto | on | off
     cfg.reward = reward_config("mini-l", batch_size=32, seq_len=96, eval_every=0, checkpoint_every=200,
                                log_every=20, progress=False)
     cfg.reward.optimizer.lr = 3e-4
@@ -109,8 +112,11 @@ def get_config() -> ConfigDict:
 
     # 6. RM-guided self-play: the largest model, prompted with faithful demonstrations, answers;
     #    the RM keeps the best of N; another prompted model plays the user.
+    # The stages after the RM (self-play, SFT, PPO) run once per seed; the report pairs them on the
+    # same held-out tasks and a claim holds only if every seed agrees with its 95% CI.
+    cfg.seeds = (0, 1, 2)
     cfg.rmsp = ConfigDict(dict(
-        seed=0, chunk_size=100, n_candidates=4, max_assistant_turns=3, end_markers=("[END]",),
+        chunk_size=100, n_candidates=4, max_assistant_turns=3, end_markers=("[END]",),
         assistant_member="L", assistant_template="mini_faithful.txt", assistant_shots=3,
         assistant_sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
         user_member="M", user_template="mini_user.txt", user_shots=3,
@@ -126,15 +132,20 @@ def get_config() -> ConfigDict:
     cfg.sft.optimizer.warmup_ratio = 0.05
     cfg.sft.train.epochs = 3.0
 
-    # 8. PPO (AlpacaFarm's recipe; batch sizes, lengths, lr and KL scaled to the mini world). With
-    #    16-token replies AlpacaFarm's kl 0.0067 (tuned for 300 tokens) barely restrains the policy:
-    #    measured here, kl 0.0067 / lr 1e-4 ended at KL ~6.5 and a greedy oracle score of 0.27 (from
-    #    0.59), kl 0.05 / lr 3e-5 at KL ~1.8 and 0.47. The synthetic RM is exploitable either way.
+    # 8. PPO (AlpacaFarm's recipe; batch sizes, lengths and lr scaled to the mini world). The KL is
+    #    held by an adaptive controller towards `kl_target_per_reply` nats per 16-token reply (k_beta 1:
+    #    the coefficient may move 20% a step, enough to act within 30 steps; AlpacaFarm's 0.1 moves it
+    #    at most 1.8x in 30). Replies cut by the length limit lose `missing_eos_penalty` (normalised
+    #    reward units). The policy is kept every 2 steps and the report's PPO row is the last kept
+    #    step whose own rollouts stayed within `kl_budget` (policies/selected.json). Target, budget
+    #    and penalty were set before this config's first run, from the reply length (1 nat over 16
+    #    tokens), not from any oracle score; the oracle's curve is logged for the report only.
     cfg.ppo = ConfigDict(dict(
         steps=30, rollout_batch_size=64, step_batch_size=32, ppo_epochs=2, query_len=32, response_len=16,
-        temperature=1.0, top_p=1.0, stop_strings=STOPS, kl_coef=0.05, kl_estimator="clamped", kl_controller="fixed",
-        kl_target_per_reply=6.0, kl_k_beta=0.1, score_clip=0.0, whiten_rewards=True, gamma=1.0, lam=1.0, cliprange=0.2,
-        cliprange_value=0.2, vf_coef=0.1, entropy_coef=0.0, checkpoint_every=10,
+        temperature=1.0, top_p=1.0, stop_strings=STOPS, kl_coef=0.05, kl_estimator="clamped", kl_controller="adaptive",
+        kl_target_per_reply=1.0, kl_k_beta=1.0, missing_eos_penalty=1.0, score_clip=0.0, whiten_rewards=True,
+        gamma=1.0, lam=1.0, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, entropy_coef=0.0, checkpoint_every=10,
+        keep_policy_every=2, kl_budget=1.0,
     ))
     cfg.ppo_optimizer = optimizer_block(lr=3e-5, weight_decay=0.0, schedule="constant", warmup_ratio=0.0,
                                         warmup_steps=3, eps=1e-5, grad_clip=1.0)

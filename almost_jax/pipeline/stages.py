@@ -9,9 +9,11 @@ from typing import Callable
 
 from ml_collections import ConfigDict
 
+import numpy as np
 from almost_jax.pipeline.job_configs import (comparisons_job, family_params, generator_setup, member_config,
-                                             ppo_job, queries_job, reward_job, rmsp_job, sft_job, world_paths)
-from almost_jax.pipeline.report import policy_scores, run_report
+                                             ppo_job, queries_job, reward_job, rmsp_job, seed_dir, sft_job,
+                                             world_paths)
+from almost_jax.pipeline.report import policy_replies, run_report
 
 
 @dataclass(frozen=True)
@@ -167,66 +169,129 @@ def run_comparisons(cfg: ConfigDict, out: Path) -> dict:
 
 
 def run_reward(cfg: ConfigDict, out: Path) -> dict:
-    """RM on filtered synthetic pairs, and (ablation) without the length filter; both measured on
-    the oracle-labelled held-out pairs."""
-    from almost_jax.evaluation.rm_accuracy import evaluate_file
+    """The RM on the synthetic pairs with ALMoST's length filter (`filter/`) and without it
+    (`nofilter/`, the ablation). `reward_length_filter` picks the one the later stages use (copied to
+    `rm/`): "on", "off", or "auto", the more accurate of the two on the held-out synthetic pairs of
+    both files (one held-out query set: train_rm splits by prompt), a choice that never sees the
+    oracle. Both are then measured against the oracle on held-out gold pairs (evaluation only):
+    per pair type and family with bootstrap CIs, and the paired difference filter - nofilter."""
+    import shutil
+    from almost_jax.data.schemas import ComparisonRecord, load_jsonl, write_json_atomic
+    from almost_jax.evaluation.oracle_pairs import cluster_ci, rm_agreement
     from almost_jax.jobs import train_rm
     from almost_jax.learners.reward import load_reward_model
     comp = Path(cfg.workdir) / "comparisons"
-    summary = {}
-    variants = [("rm", comp / "comparisons.jsonl")]
-    if cfg.reward_ablation_nofilter:
-        variants.append(("rm_nofilter", comp / "comparisons_nofilter.jsonl"))
-    for name, train_file in variants:
+    variants = {"filter": comp / "comparisons.jsonl", "nofilter": comp / "comparisons_nofilter.jsonl"}
+    heldout, seen = [], set()
+    for train_file in variants.values():
+        for r in train_rm.split_by_prompt(load_jsonl(train_file, ComparisonRecord), float(cfg.reward.data.eval_fraction))[1]:
+            if (r.prompt, r.chosen, r.rejected) not in seen:
+                seen.add((r.prompt, r.chosen, r.rejected))
+                heldout.append(r)
+    gold = load_jsonl(comp / "gold_pairs.jsonl", ComparisonRecord)
+    summary, hits, agreement = {"heldout_synthetic_pairs": len(heldout), "gold_pairs": len(gold)}, {}, {}
+    for name, train_file in variants.items():
         job = reward_job(cfg, out / name, train_file)
         result = train_rm.run(job)
         scorer = load_reward_model(out / name, batch_size=int(job.eval_batch_size))
-        gold = evaluate_file(scorer, comp / "gold_pairs.jsonl", "comparisons")
-        summary[f"{name}_heldout_synthetic_accuracy"] = result["heldout_accuracy"]
-        summary[f"{name}_oracle_agreement"] = gold["accuracy"]
         summary[f"{name}_train_pairs"] = result["train_pairs"]
+        summary[f"{name}_synthetic_heldout_accuracy"] = float(scorer.accuracy(
+            [r.prompt for r in heldout], [r.chosen for r in heldout], [r.rejected for r in heldout])[0])
+        prompts = [g.prompt for g in gold]
+        chosen, rejected = scorer.raw_scores(prompts, [g.chosen for g in gold]), scorer.raw_scores(prompts, [g.rejected for g in gold])
+        agreement[name] = rm_agreement(gold, chosen, rejected)
+        hits[name] = np.where(chosen == rejected, 0.5, (chosen > rejected).astype(np.float64))
+        summary[f"{name}_oracle_agreement"] = agreement[name]["all"]["mean"]
+        summary[f"{name}_oracle_agreement_ci"] = agreement[name]["all"]["ci"]
+    choice = {"on": "filter", "off": "nofilter"}.get(cfg.reward_length_filter)
+    if cfg.reward_length_filter == "auto":  # ties go to ALMoST's default, the filter
+        choice = max(variants, key=lambda n: (summary[f"{n}_synthetic_heldout_accuracy"], n == "filter"))
+    elif choice is None:
+        raise ValueError(f"reward_length_filter must be auto, on or off, got {cfg.reward_length_filter!r}")
+    shutil.rmtree(out / "rm", ignore_errors=True)
+    shutil.copytree(out / choice, out / "rm")
+    mean, low, high = cluster_ci(hits["filter"] - hits["nofilter"], [g.meta.get("query_id", g.id) for g in gold])
+    summary.update(chosen=choice, rm_oracle_agreement=summary[f"{choice}_oracle_agreement"],
+                   rm_oracle_agreement_ci=summary[f"{choice}_oracle_agreement_ci"],
+                   filter_minus_nofilter_oracle_agreement=[mean, low, high])
+    write_json_atomic(out / "rm_agreement.json", {"chosen": choice, "by_variant": agreement})
     return summary
 
 
 def run_rmsp(cfg: ConfigDict, out: Path) -> dict:
-    """Self-play dialogues selected by the RM (best of N) and, for the ablation, at random (N=1)."""
+    """Self-play dialogues selected by the RM (best of N) and, for the ablation, at random (N=1), for
+    each of `seeds`; then the RM's choices within each best-of-N turn against the oracle's, pooled
+    over seeds (evaluation only): pairwise agreement and the pick's score minus a random pick's."""
+    from almost_jax.data.schemas import DialogueRecord, load_jsonl, write_json_atomic
+    from almost_jax.evaluation.oracle_pairs import within_turn_agreement
     from almost_jax.jobs import rmsp
-    summary = {}
-    for name, selection, n in (("rm", "rm", int(cfg.rmsp.n_candidates)), ("random", "random", 1)):
-        result = rmsp.run(rmsp_job(cfg, out / name, selection, n))
-        summary.update({f"{name}_{k}": v for k, v in result.items()})
+    summary, dialogues = {}, []
+    for seed in cfg.seeds:
+        for name, selection, n in (("rm", "rm", int(cfg.rmsp.n_candidates)), ("random", "random", 1)):
+            result = rmsp.run(rmsp_job(cfg, out / f"seed_{seed}" / name, selection, n, int(seed)))
+            summary.update({f"seed_{seed}_{name}_{k}": v for k, v in result.items()})
+        dialogues += load_jsonl(out / f"seed_{seed}" / "rm" / "dialogues.jsonl", DialogueRecord)
+    within = within_turn_agreement(dialogues)
+    write_json_atomic(out / "within_turn.json", within)
+    summary.update(within_turn_agreement=within["agreement"]["mean"], within_turn_agreement_ci=within["agreement"]["ci"],
+                   pick_minus_random=within["pick_minus_random"]["mean"], pick_minus_random_ci=within["pick_minus_random"]["ci"],
+                   pick_score=within["pick_score"], random_pick_score=within["random_pick_score"], turns=within["turns"])
     return summary
 
 
+def save_replies(path: Path, replies: list[str]) -> None:
+    from almost_jax.data.schemas import write_json_atomic
+    write_json_atomic(path, replies)
+
+
 def run_sft(cfg: ConfigDict, out: Path) -> dict:
-    """SFT of the smallest model on RM-selected and on randomly selected dialogues; oracle scores
-    against the same model prompted with demonstrations."""
+    """SFT of the smallest model on RM-selected and on randomly selected dialogues of each seed; the
+    oracle scores them on the held-out tasks (greedy), beside the same model prompted with
+    demonstrations. Each policy's held-out replies are kept (`heldout_replies.json`) for the report."""
     from almost_jax.jobs import sft
     root = Path(cfg.workdir)
     member = cfg.sft_member
     preset = cfg.family[member].preset
     summary = {}
-    base = policy_scores(cfg, family_params(root, member), preset, cfg.policy_eval.baseline_template,
-                         int(cfg.policy_eval.baseline_shots))
+    base, replies = policy_replies(cfg, family_params(root, member), preset, cfg.policy_eval.baseline_template,
+                                   int(cfg.policy_eval.baseline_shots))
+    save_replies(out / "baseline_replies.json", replies)
     summary["prompted_baseline_score"] = base["score"]
+    for seed in cfg.seeds:
+        for name in ("rm", "random"):
+            result = sft.run(sft_job(cfg, out / f"seed_{seed}", name, int(seed)))
+            scores, replies = policy_replies(cfg, out / f"seed_{seed}" / name / "params", preset)
+            save_replies(out / f"seed_{seed}" / name / "heldout_replies.json", replies)
+            summary[f"seed_{seed}_sft_{name}_score"] = scores["score"]
+            summary[f"seed_{seed}_sft_{name}_eval_loss"] = result["eval_loss"]
     for name in ("rm", "random"):
-        result = sft.run(sft_job(cfg, out, name))
-        scores = policy_scores(cfg, out / name / "params", preset)
-        summary[f"sft_{name}_score"] = scores["score"]
-        summary[f"sft_{name}_exact"] = scores["exact"]
-        summary[f"sft_{name}_eval_loss"] = result["eval_loss"]
+        summary[f"sft_{name}_score"] = float(np.mean([summary[f"seed_{s}_sft_{name}_score"] for s in cfg.seeds]))
     return summary
 
 
 def run_ppo(cfg: ConfigDict, out: Path) -> dict:
-    """PPO from the RM-guided SFT policy against the RM; the oracle's score of each rollout batch
-    is logged beside the RM reward (evaluation only), then the final policy is scored."""
-    from almost_jax.jobs import ppo
-    result = ppo.run(ppo_job(cfg, out))
+    """PPO from each seed's RM-guided SFT policy against the RM. The policy the report scores is the
+    one `ppo.kl_budget` selects (policies/selected.json: the last kept policy whose own rollouts stayed
+    within the budget; no oracle involved), or the SFT start when none did. The oracle's score of
+    each rollout batch is logged beside the reward (evaluation only); the final policy is scored too."""
+    import json
+    from almost_jax.jobs import rl
+    root = Path(cfg.workdir)
     preset = cfg.family[cfg.sft_member].preset
-    scores = policy_scores(cfg, out / "params", preset)
-    result.update({"policy_score": scores["score"], "policy_exact": scores["exact"]})
-    return result
+    summary = {}
+    for seed in cfg.seeds:
+        d = out / f"seed_{seed}"
+        result = rl.run(ppo_job(cfg, d, int(seed)))
+        summary.update({f"seed_{seed}_{k}": v for k, v in result.items() if not isinstance(v, str)})
+        selected = d / "policies" / "selected.json"
+        chosen = Path(json.loads(selected.read_text())["params"]) if selected.exists() else seed_dir(root, "sft", seed) / "rm" / "params"
+        for name, params in (("selected", chosen), ("final", d / "params")):
+            scores, replies = policy_replies(cfg, params, preset)
+            save_replies(d / f"{name}_replies.json", replies)
+            summary[f"seed_{seed}_{name}_score"] = scores["score"]
+    for name in ("selected", "final"):
+        summary[f"{name}_score"] = float(np.mean([summary[f"seed_{s}_{name}_score"] for s in cfg.seeds]))
+    return summary
 
 
 STAGES = [
@@ -235,8 +300,8 @@ STAGES = [
     Stage("family_eval", ("family_eval",), run_family_eval),
     Stage("queries", ("queries",), run_queries),
     Stage("comparisons", ("comparisons", "sampling_batch_size"), run_comparisons),
-    Stage("reward", ("reward", "reward_init_member", "reward_ablation_nofilter"), run_reward),
-    Stage("rmsp", ("rmsp",), run_rmsp),
+    Stage("reward", ("reward", "reward_init_member", "reward_length_filter"), run_reward),
+    Stage("rmsp", ("rmsp", "seeds"), run_rmsp),
     Stage("sft", ("sft", "sft_member", "policy_eval"), run_sft),
     Stage("ppo", ("ppo", "ppo_optimizer"), run_ppo),
     Stage("report", ("policy_eval",), run_report),
