@@ -96,6 +96,7 @@ def get_config() -> ConfigDict:
     #    2026-11-26 (README) that was the no-filter RM: see work_dir/mini/reward/manifest.json.
     cfg.reward_init_member = "L"
     cfg.reward_length_filter = "auto"  # auto | on | off
+    cfg.reward_labels = "synthetic"  # "oracle" only in the marked control, configs/mini_control.py
     cfg.reward = reward_config("mini-l", batch_size=32, seq_len=96, eval_every=0, checkpoint_every=200,
                                log_every=20, progress=False)
     cfg.reward.optimizer.lr = 3e-4

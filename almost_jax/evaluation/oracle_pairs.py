@@ -3,13 +3,15 @@
 * `oracle_agreement(comparisons)`: on the synthetic pairs themselves, the fraction the oracle
   also prefers (ties reported apart): the ceiling for an RM trained on them;
   `agreement_breakdown` gives it per setup pair (A>B, ...), per family and per both, with CIs.
+* `oracle_relabelled(comparisons)`: the CONTROL's training pairs (the oracle as labeller); only
+  `reward_labels="oracle"` (configs/mini_control.py) uses it.
 * `gold_pairs(...)`: every pair of distinct-scoring responses to the same held-out task, labelled
   by the oracle, for measuring an RM on pairs it never saw.
 * `within_turn_agreement(dialogues)`: the RM's ranking of the candidates of one self-play turn
   (N samples of one model) against the oracle's, and its pick against a random pick.
 
 Pairs that share a task (or a turn) are not independent, so CIs come from a bootstrap over tasks
-(turns): `cluster_ci`. All of this is evaluation: nothing here feeds training.
+(turns): `cluster_ci`. Apart from the marked control, all of this is evaluation: nothing here feeds training.
 """
 from __future__ import annotations
 
@@ -76,6 +78,24 @@ def agreement_breakdown(comparisons) -> dict:
         mean, low, high = cluster_ci([a for a, _ in decisive], [q for _, q in decisive])
         out[g] = {"pairs": len(items), "ties": 1 - len(decisive) / len(items), "agrees_decisive": mean,
                   "ci": [low, high]}
+    return out
+
+
+def oracle_relabelled(comparisons) -> list[ComparisonRecord]:
+    """CONTROL ONLY (configs/mini_control.py): the same pairs ordered by the oracle instead of the
+    synthetic prior (swapped where the oracle prefers the rejected reply, dropped where it ties), to
+    measure what the RM / self-play / SFT machinery does with a perfect labeller. Never used by the
+    default pipeline: there the oracle only evaluates."""
+    out = []
+    for c in comparisons:
+        sc, sr = _pair_scores(c)
+        if sc == sr:
+            continue
+        chosen, rejected, prov = (c.chosen, c.rejected, c.provenance) if sc > sr else \
+            (c.rejected, c.chosen, Provenance(c.provenance.rejected_setup, c.provenance.chosen_setup, dict(c.provenance.filters)))
+        out.append(ComparisonRecord(prompt=c.prompt, chosen=chosen, rejected=rejected, id=c.id, meta=dict(c.meta),
+                                    provenance=Provenance(prov.chosen_setup, prov.rejected_setup,
+                                                          {**prov.filters, "label": "oracle (control)"})))
     return out
 
 

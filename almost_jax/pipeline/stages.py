@@ -169,19 +169,33 @@ def run_comparisons(cfg: ConfigDict, out: Path) -> dict:
 
 
 def run_reward(cfg: ConfigDict, out: Path) -> dict:
-    """The RM on the synthetic pairs with ALMoST's length filter (`filter/`) and without it
-    (`nofilter/`, the ablation). `reward_length_filter` picks the one the later stages use (copied to
-    `rm/`): "on", "off", or "auto", the more accurate of the two on the held-out synthetic pairs of
-    both files (one held-out query set: train_rm splits by prompt), a choice that never sees the
-    oracle. Both are then measured against the oracle on held-out gold pairs (evaluation only):
-    per pair type and family with bootstrap CIs, and the paired difference filter - nofilter."""
+    """The RM on the synthetic pairs with ALMoST's length filter (`filter/`) and/or without it
+    (`nofilter/`). `reward_length_filter` picks the one the later stages use (copied to `rm/`):
+    "on" or "off" train that one only; "auto" trains both (the ablation) and keeps the more accurate
+    on the held-out synthetic pairs of both files (one held-out query set: train_rm splits by
+    prompt), a choice that never sees the oracle. Each RM is then measured against the oracle on
+    held-out gold pairs (evaluation only): per pair type and family with bootstrap CIs, and with
+    both, the paired difference filter - nofilter.
+
+    `reward_labels="oracle"` is the CONTROL (configs/mini_control.py): the same pairs relabelled by
+    the oracle, an upper bound on what the machinery does with a perfect labeller."""
     import shutil
-    from almost_jax.data.schemas import ComparisonRecord, load_jsonl, write_json_atomic
-    from almost_jax.evaluation.oracle_pairs import cluster_ci, rm_agreement
+    from almost_jax.data.schemas import ComparisonRecord, load_jsonl, write_json_atomic, write_jsonl_atomic
+    from almost_jax.evaluation.oracle_pairs import cluster_ci, oracle_relabelled, rm_agreement
     from almost_jax.jobs import train_rm
     from almost_jax.learners.reward import load_reward_model
     comp = Path(cfg.workdir) / "comparisons"
-    variants = {"filter": comp / "comparisons.jsonl", "nofilter": comp / "comparisons_nofilter.jsonl"}
+    mode = {"on": ("filter",), "off": ("nofilter",), "auto": ("filter", "nofilter")}.get(cfg.reward_length_filter)
+    if mode is None:
+        raise ValueError(f"reward_length_filter must be auto, on or off, got {cfg.reward_length_filter!r}")
+    if cfg.reward_labels not in ("synthetic", "oracle"):
+        raise ValueError(f"reward_labels must be synthetic or oracle, got {cfg.reward_labels!r}")
+    variants = {name: comp / f for name, f in (("filter", "comparisons.jsonl"), ("nofilter", "comparisons_nofilter.jsonl"))
+                if name in mode}
+    if cfg.reward_labels == "oracle":  # CONTROL only: the oracle labels the training pairs
+        for name, f in list(variants.items()):
+            variants[name] = out / f"oracle_labelled_{f.name}"
+            write_jsonl_atomic(variants[name], oracle_relabelled(load_jsonl(f, ComparisonRecord)))
     heldout, seen = [], set()
     for train_file in variants.values():
         for r in train_rm.split_by_prompt(load_jsonl(train_file, ComparisonRecord), float(cfg.reward.data.eval_fraction))[1]:
@@ -189,7 +203,8 @@ def run_reward(cfg: ConfigDict, out: Path) -> dict:
                 seen.add((r.prompt, r.chosen, r.rejected))
                 heldout.append(r)
     gold = load_jsonl(comp / "gold_pairs.jsonl", ComparisonRecord)
-    summary, hits, agreement = {"heldout_synthetic_pairs": len(heldout), "gold_pairs": len(gold)}, {}, {}
+    summary = {"labels": cfg.reward_labels, "heldout_synthetic_pairs": len(heldout), "gold_pairs": len(gold)}
+    hits, agreement = {}, {}
     for name, train_file in variants.items():
         job = reward_job(cfg, out / name, train_file)
         result = train_rm.run(job)
@@ -203,17 +218,15 @@ def run_reward(cfg: ConfigDict, out: Path) -> dict:
         hits[name] = np.where(chosen == rejected, 0.5, (chosen > rejected).astype(np.float64))
         summary[f"{name}_oracle_agreement"] = agreement[name]["all"]["mean"]
         summary[f"{name}_oracle_agreement_ci"] = agreement[name]["all"]["ci"]
-    choice = {"on": "filter", "off": "nofilter"}.get(cfg.reward_length_filter)
-    if cfg.reward_length_filter == "auto":  # ties go to ALMoST's default, the filter
-        choice = max(variants, key=lambda n: (summary[f"{n}_synthetic_heldout_accuracy"], n == "filter"))
-    elif choice is None:
-        raise ValueError(f"reward_length_filter must be auto, on or off, got {cfg.reward_length_filter!r}")
+    # ties go to ALMoST's default, the filter
+    choice = max(variants, key=lambda n: (summary[f"{n}_synthetic_heldout_accuracy"], n == "filter"))
     shutil.rmtree(out / "rm", ignore_errors=True)
     shutil.copytree(out / choice, out / "rm")
-    mean, low, high = cluster_ci(hits["filter"] - hits["nofilter"], [g.meta.get("query_id", g.id) for g in gold])
     summary.update(chosen=choice, rm_oracle_agreement=summary[f"{choice}_oracle_agreement"],
-                   rm_oracle_agreement_ci=summary[f"{choice}_oracle_agreement_ci"],
-                   filter_minus_nofilter_oracle_agreement=[mean, low, high])
+                   rm_oracle_agreement_ci=summary[f"{choice}_oracle_agreement_ci"])
+    if len(hits) == 2:
+        mean, low, high = cluster_ci(hits["filter"] - hits["nofilter"], [g.meta.get("query_id", g.id) for g in gold])
+        summary["filter_minus_nofilter_oracle_agreement"] = [mean, low, high]
     write_json_atomic(out / "rm_agreement.json", {"chosen": choice, "by_variant": agreement})
     return summary
 
@@ -300,7 +313,7 @@ STAGES = [
     Stage("family_eval", ("family_eval",), run_family_eval),
     Stage("queries", ("queries",), run_queries),
     Stage("comparisons", ("comparisons", "sampling_batch_size"), run_comparisons),
-    Stage("reward", ("reward", "reward_init_member", "reward_length_filter"), run_reward),
+    Stage("reward", ("reward", "reward_init_member", "reward_length_filter", "reward_labels"), run_reward),
     Stage("rmsp", ("rmsp", "seeds"), run_rmsp),
     Stage("sft", ("sft", "sft_member", "policy_eval"), run_sft),
     Stage("ppo", ("ppo", "ppo_optimizer"), run_ppo),
