@@ -18,6 +18,9 @@ STOPS = ("\n\nHuman:", "\n\n-----")
 def get_config() -> ConfigDict:
     cfg = ConfigDict()
     cfg.workdir = "work_dir/mini"
+    # A finished run whose stages with the same chain hash are linked instead of rerun (e.g. the
+    # control, configs/mini_control.py, reuses this run's world ... comparisons); "" = none.
+    cfg.reuse_from = ""
     cfg.mesh = mesh_block()
     cfg.distributed = distributed_block()
 

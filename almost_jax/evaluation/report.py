@@ -90,15 +90,15 @@ def plot_rm(bars: dict[str, float], out_png: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, rows: list[dict], families: list[str], claims: list[dict], sections: dict,
+def write_report(out: Path, title: str, rows: list[dict], families: list[str], claims: list[dict], sections: dict,
                  rm_bars: dict, ppo_metrics: Path, stage_times: list[dict], notes: list[str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     plot_rm(rm_bars, out / "rm_vs_oracle.png")
     has_ppo = plot_ppo(ppo_metrics, out / "ppo_curves.png")
     summary = {"policies": {r["key"]: {k: v for k, v in r.items() if k not in ("key", "name")} for r in rows},
-               "claims": claims, "stage_times": stage_times, **sections}
+               "title": title, "claims": claims, "stage_times": stage_times, **sections}
     write_json_atomic(out / "summary.json", summary)
-    lines = ["# almost_jax mini-world report", "", markdown_table(rows), "",
+    lines = [f"# {title}", "", markdown_table(rows), "",
              "Baseline: the smallest vanilla model prompted with demonstrations. Oracle scores on the held-out "
              "tasks, greedy; ± is the 95% CI half-width over tasks (seed-averaged per task).", "",
              "## Oracle score per family", "", family_table(rows, families), "",
