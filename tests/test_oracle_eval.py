@@ -114,3 +114,16 @@ def test_family_ladder_differences_and_table():
     md = family_table(table, paired, (0, 3), ("greedy", "sampled"), ["sort", "upper"])
     assert md.count("\n") == 2 + 3 * 2 * 2
     assert "| sort | sampled | 3 | 0.400 ± 0.020 | 0.400 ± 0.020 | 0.400 ± 0.020 | +0.100 ± 0.000 | +0.100 ± 0.000 |" in md
+
+
+def test_oracle_relabelled_orders_by_the_oracle_and_drops_ties():
+    """The control's training pairs: swapped where the oracle disagrees with the prior, ties dropped."""
+    from almost_jax.evaluation.oracle_pairs import oracle_relabelled, oracle_agreement
+    pairs = [_pair("Sort 4 1 3.", "1 3 4", "4 1 3", "AB", "sort", "q0"),         # oracle agrees: kept
+             _pair("Sort 5 2 8.", "5 2 8", "2 5 8", "AB", "sort", "q1"),         # oracle disagrees: swapped
+             _pair("Uppercase: cat.", "CAT", "CAT", "CD", "upper", "q2")]        # a tie: dropped
+    out = oracle_relabelled(pairs)
+    assert [(p.chosen, p.rejected) for p in out] == [("1 3 4", "4 1 3"), ("2 5 8", "5 2 8")]
+    assert (out[1].provenance.chosen_setup, out[1].provenance.rejected_setup) == ("B", "A")
+    assert all(p.provenance.filters["label"] == "oracle (control)" for p in out)
+    assert oracle_agreement(out)["oracle_agrees"] == 1.0
