@@ -95,8 +95,8 @@ def get_config() -> ConfigDict:
     # 5. Reward model: initialised from the largest vanilla model, trained on the synthetic pairs
     #    with ALMoST's length filter and without it (the ablation; both in the report). "auto": the
     #    later stages use whichever is more accurate on the held-out *synthetic* pairs (the same
-    #    held-out queries for both); the oracle never takes part in the choice. In the run of
-    #    2026-11-26 (README) that was the no-filter RM: see work_dir/mini/reward/manifest.json.
+    #    held-out queries for both); the oracle never takes part in the choice. The choice and
+    #    both accuracies are in work_dir/mini/reward/manifest.json and the report's ablation row.
     cfg.reward_init_member = "L"
     cfg.reward_length_filter = "auto"  # auto | on | off
     cfg.reward_labels = "synthetic"  # "oracle" only in the marked control, configs/mini_control.py
