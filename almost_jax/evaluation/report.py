@@ -8,6 +8,7 @@ differences with 95% CIs and their verdicts, evaluation/claims.py) and each stag
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,8 @@ def claims_table(claims: list[dict]) -> str:
 
 def stage_table(stage_times: list[dict]) -> str:
     head = "| stage | seconds | finished at |\n|---|---|---|\n"
-    body = "".join(f"| {t['stage']} | {t['seconds']:.0f} | {t['finished_at']} |\n" for t in stage_times)
+    when = lambda t: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(t))) if t else ""  # noqa: E731
+    body = "".join(f"| {t['stage']} | {t['seconds']:.0f} | {when(t['finished_at'])} |\n" for t in stage_times)
     total = sum(t["seconds"] for t in stage_times)
     return head + body + f"| all | {total:.0f} ({total / 60:.1f} min) | |\n"
 
