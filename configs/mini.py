@@ -18,21 +18,33 @@ STOPS = ("\n\nHuman:", "\n\n-----")
 def get_config() -> ConfigDict:
     cfg = ConfigDict()
     cfg.workdir = "work_dir/mini"
+    # A finished run whose stages with the same chain hash are linked instead of rerun (e.g. the
+    # control, configs/mini_control.py, reuses this run's world ... comparisons); "" = none.
+    cfg.reuse_from = ""
     cfg.mesh = mesh_block()
     cfg.distributed = distributed_block()
 
     # 1. The world: corpus + tokenizer + held-out evaluation tasks (see almost_jax/miniworld).
+    #    Addition is one-digit only: with two-digit operands no family member learned it (every model
+    #    scored 0.08-0.17, issue 14), so its pairs were noise. 200 held-out tasks per family (1000 in
+    #    all) give per-family 95% CIs of about +-0.05 on scores in [0, 1]. 100k documents (5.7M
+    #    tokens) so that L, the longest-trained member, sees each document about once. 40% sloppy
+    #    documents and 15% filler are the feasibility probe's values (miniworld_probe.md); every
+    #    sloppy demonstration draws one of the five failure modes with equal weight.
     cfg.world = ConfigDict(dict(
-        seed=0, n_docs=60000, vocab_size=512, families=FAMILIES, eval_per_family=40, seed_queries_per_family=40,
-        corpus=ConfigDict(dict(filler_fraction=0.15, sloppy_fraction=0.4)),
+        seed=0, n_docs=100000, vocab_size=512, families=FAMILIES, eval_per_family=200, seed_queries_per_family=40,
+        corpus=ConfigDict(dict(filler_fraction=0.15, sloppy_fraction=0.4, failure_weights=(1, 1, 1, 1, 1))),
     ))
 
-    # 2. The family of vanilla models of different sizes (ALMoST's "larger > smaller" prior).
-    #    Equal token budgets, so the larger model is never the less-trained one.
+    # 2. The family of vanilla models (ALMoST's "larger > smaller" prior). As in real families, a
+    #    bigger member has more capacity AND more training (steps, at 32 x 128 tokens each), so the
+    #    prior holds by construction; family_eval checks it per family. Per-step cost measured
+    #    S : M : L = 1 : 2.15 : 3.3 (one process, same conditions), so this ladder costs about 1.3x
+    #    the former 800 / 800 / 800 (696 s on 2 quiet cores).
     cfg.family = ConfigDict(dict(
-        S=ConfigDict(dict(preset="mini-s", steps=800)),
-        M=ConfigDict(dict(preset="mini-m", steps=800)),
-        L=ConfigDict(dict(preset="mini-l", steps=800)),
+        S=ConfigDict(dict(preset="mini-s", steps=400)),
+        M=ConfigDict(dict(preset="mini-m", steps=600)),
+        L=ConfigDict(dict(preset="mini-l", steps=1500)),
     ))
     cfg.pretrain = ConfigDict(dict(
         name="pretrain", workdir="", init_from="", model=model_block(preset="mini-s"), mesh=mesh_block(),
@@ -44,27 +56,33 @@ def get_config() -> ConfigDict:
     ))
     cfg.sampling_batch_size = 100
 
-    # Oracle scores of the vanilla family (the size ordering the ALMoST prior relies on).
+    # Oracle scores of the vanilla family per family with 95% CIs, and the paired differences L-M,
+    # M-S on the same tasks (family_eval.md): the premise of the prior, checked, never tuned on.
+    # 3 shots is what setups A-C use; 0 shots is the chat format SFT/PPO policies answer in.
     cfg.family_eval = ConfigDict(dict(
         template="mini_faithful.txt", shots=(0, 3), temperature=1.0, seed=0,
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
     ))
 
-    # 3. Queries: disjoint sets for the RM comparisons, self-play and RL (mini-world tasks; the
-    #    real-scale self-instruct job is almost_jax.jobs.queries with source=self_instruct).
-    #    9000 RM queries: measured against 3000, the RM's agreement with the oracle on held-out pairs
-    #    rose from 0.62 to 0.67 (length filter on) and from 0.69 to 0.72 (off).
-    cfg.queries = ConfigDict(dict(seed=100, sets=ConfigDict(dict(rm=9000, rmsp=300, rl=300))))
+    # 3. Queries: disjoint sets for the RM comparisons, self-play and RL, built in this order with
+    #    every family's share in each (almost_jax/miniworld/query_sets.py; small families' training
+    #    instructions are shared out between the sets). 9000 RM queries: measured against 3000, the
+    #    RM's agreement with the oracle on held-out pairs rose from 0.62 to 0.67 (length filter on)
+    #    and from 0.69 to 0.72 (off).
+    cfg.queries = ConfigDict(dict(seed=100, sets=(("rm", 9000), ("rmsp", 300), ("rl", 300))))
 
     # 4. Synthetic comparisons: four setups ranked by the ALMoST prior (A > B > C > D):
-    #    bigger model > smaller; more shots > fewer; faithful demonstrations > sloppy ones.
+    #    bigger model > smaller; faithful demonstrations > sloppy ones. A-C differ only in the
+    #    member; C and D only in the demonstrations. D's sloppy prompt shows a failure mode
+    #    (copying, repetition, chatter, refusing a benign request, complying with a harmful one)
+    #    for every family within its first 3 dialogues, so D is sloppy whatever the query's family.
     cfg.comparisons = ConfigDict(dict(
         seed=0,
         setups=ConfigDict(dict(
             A=ConfigDict(dict(member="L", template="mini_faithful.txt", n_shots=3)),
             B=ConfigDict(dict(member="M", template="mini_faithful.txt", n_shots=3)),
             C=ConfigDict(dict(member="S", template="mini_faithful.txt", n_shots=3)),
-            D=ConfigDict(dict(member="S", template="mini_plain.txt", n_shots=1)),
+            D=ConfigDict(dict(member="S", template="mini_plain.txt", n_shots=3)),
         )),
         rubric=("A", "B", "C", "D"),
         sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
@@ -74,9 +92,14 @@ def get_config() -> ConfigDict:
                               reject_image_tag=True)),
     ))
 
-    # 5. Reward model: initialised from the largest vanilla model, trained on the synthetic pairs.
+    # 5. Reward model: initialised from the largest vanilla model, trained on the synthetic pairs
+    #    with ALMoST's length filter and without it (the ablation; both in the report). "auto": the
+    #    later stages use whichever is more accurate on the held-out *synthetic* pairs (the same
+    #    held-out queries for both); the oracle never takes part in the choice. The choice and
+    #    both accuracies are in work_dir/mini/reward/manifest.json and the report's ablation row.
     cfg.reward_init_member = "L"
-    cfg.reward_ablation_nofilter = True
+    cfg.reward_length_filter = "auto"  # auto | on | off
+    cfg.reward_labels = "synthetic"  # "oracle" only in the marked control, configs/mini_control.py
     cfg.reward = reward_config("mini-l", batch_size=32, seq_len=96, eval_every=0, checkpoint_every=200,
                                log_every=20, progress=False)
     cfg.reward.optimizer.lr = 3e-4
@@ -93,8 +116,11 @@ def get_config() -> ConfigDict:
 
     # 6. RM-guided self-play: the largest model, prompted with faithful demonstrations, answers;
     #    the RM keeps the best of N; another prompted model plays the user.
+    # The stages after the RM (self-play, SFT, PPO) run once per seed; the report pairs them on the
+    # same held-out tasks and a claim holds only if every seed agrees with its 95% CI.
+    cfg.seeds = (0, 1, 2)
     cfg.rmsp = ConfigDict(dict(
-        seed=0, chunk_size=100, n_candidates=4, max_assistant_turns=3, end_markers=("[END]",),
+        chunk_size=100, n_candidates=4, max_assistant_turns=3, end_markers=("[END]",),
         assistant_member="L", assistant_template="mini_faithful.txt", assistant_shots=3,
         assistant_sampling=ConfigDict(dict(temperature=1.0, top_p=0.9, max_new_tokens=16, stop_strings=STOPS)),
         user_member="M", user_template="mini_user.txt", user_shots=3,
@@ -110,15 +136,20 @@ def get_config() -> ConfigDict:
     cfg.sft.optimizer.warmup_ratio = 0.05
     cfg.sft.train.epochs = 3.0
 
-    # 8. PPO (AlpacaFarm's recipe; batch sizes, lengths, lr and KL scaled to the mini world). With
-    #    16-token replies AlpacaFarm's kl 0.0067 (tuned for 300 tokens) barely restrains the policy:
-    #    measured here, kl 0.0067 / lr 1e-4 ended at KL ~6.5 and a greedy oracle score of 0.27 (from
-    #    0.59), kl 0.05 / lr 3e-5 at KL ~1.8 and 0.47. The synthetic RM is exploitable either way.
+    # 8. PPO (AlpacaFarm's recipe; batch sizes, lengths and lr scaled to the mini world). The KL is
+    #    held by an adaptive controller towards `kl_target_per_reply` nats per 16-token reply (k_beta 1:
+    #    the coefficient may move 20% a step, enough to act within 30 steps; AlpacaFarm's 0.1 moves it
+    #    at most 1.8x in 30). Replies cut by the length limit lose `missing_eos_penalty` (normalised
+    #    reward units). The policy is kept every 2 steps and the report's PPO row is the last kept
+    #    step whose own rollouts stayed within `kl_budget` (policies/selected.json). Target, budget
+    #    and penalty were set before this config's first run, from the reply length (1 nat over 16
+    #    tokens), not from any oracle score; the oracle's curve is logged for the report only.
     cfg.ppo = ConfigDict(dict(
         steps=30, rollout_batch_size=64, step_batch_size=32, ppo_epochs=2, query_len=32, response_len=16,
-        temperature=1.0, top_p=1.0, stop_strings=STOPS, kl_coef=0.05, kl_estimator="clamped", kl_controller="fixed",
-        kl_target_per_reply=6.0, kl_k_beta=0.1, score_clip=0.0, whiten_rewards=True, gamma=1.0, lam=1.0, cliprange=0.2,
-        cliprange_value=0.2, vf_coef=0.1, entropy_coef=0.0, checkpoint_every=10,
+        temperature=1.0, top_p=1.0, stop_strings=STOPS, kl_coef=0.05, kl_estimator="clamped", kl_controller="adaptive",
+        kl_target_per_reply=1.0, kl_k_beta=1.0, missing_eos_penalty=1.0, score_clip=0.0, whiten_rewards=True,
+        gamma=1.0, lam=1.0, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, entropy_coef=0.0, checkpoint_every=10,
+        keep_policy_every=2, kl_budget=1.0,
     ))
     cfg.ppo_optimizer = optimizer_block(lr=3e-5, weight_decay=0.0, schedule="constant", warmup_ratio=0.0,
                                         warmup_steps=3, eps=1e-5, grad_clip=1.0)

@@ -39,15 +39,23 @@ def test_larger_family_members_score_higher_under_the_oracle(workdir):
 
 
 def test_whole_pipeline_report(workdir):
-    """Every stage runs; the report holds every policy and the ALMoST prior orders the setups."""
+    """Every stage runs; the report holds every policy, every claim with a CI and a verdict, and the
+    ALMoST prior orders the setups; the RM was chosen without the oracle; PPO stayed near its budget."""
+    cfg = load_config_file(REPO / "configs" / "mini.py", [f"workdir={workdir}"])
     _pipeline(workdir)
     summary = json.loads((workdir / "report" / "summary.json").read_text())
     policies = summary["policies"]
     assert set(policies) == {"setup_A", "setup_B", "setup_C", "setup_D", "prompted_baseline", "sft_random",
-                             "sft_rm", "ppo"}
+                             "sft_rm", "ppo", "ppo_final"}
+    assert policies["sft_rm"]["seeds"] == len(cfg.seeds) >= 3
     scores = [policies[f"setup_{k}"]["oracle_score"] for k in "ABCD"]
     assert scores == sorted(scores, reverse=True), scores
     rm = summary["reward_model"]
-    assert rm["rm_oracle_agreement"] > 0.6 and rm["rm_nofilter_oracle_agreement"] > 0.6, rm
+    assert rm["filter_oracle_agreement"] > 0.6 and rm["nofilter_oracle_agreement"] > 0.6, rm
+    accuracy = {v: rm[f"{v}_synthetic_heldout_accuracy"] for v in ("filter", "nofilter")}
+    assert rm["chosen"] == max(accuracy, key=accuracy.get), rm  # by synthetic accuracy, not the oracle
+    for c in summary["claims"]:
+        assert c["ci"][0] <= c["estimate"] <= c["ci"][1] and c["verdict"], c
     ppo = summary["ppo"]
-    assert ppo["final_reward"] > 0.5 and ppo["final_kl"] < 10, ppo  # the RM reward rose, KL stayed bounded
+    for seed in cfg.seeds:  # the adaptive controller kept the KL near its target
+        assert ppo[f"seed_{seed}_final_kl"] < 5 * cfg.ppo.kl_target_per_reply, ppo

@@ -4,7 +4,8 @@ The policy is any `generate(prompts: list[str], ids: list[str]) -> list[str]` (r
 continuations; `ids` are the task ids, from which a sampler derives its random keys); this module
 only builds prompts (zero-shot chat, or k-shot from a prompt template), parses replies the same
 way the data jobs do, and scores them with the oracle. The oracle is used only here, never for
-training.
+training. Means come with the half-width of their 95% confidence interval (normal approximation
+over tasks); `paired_difference` compares two policies on the same tasks.
 """
 from __future__ import annotations
 
@@ -24,8 +25,32 @@ def build_prompts(instructions: Sequence[str], template: Optional[PromptTemplate
     return [template.render(n_shots, q) for q in instructions]
 
 
+def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """(mean, half-width of its 95% CI): normal approximation, z * sample std / sqrt(n)."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    half = z * float(np.std(x, ddof=1)) / np.sqrt(len(x)) if len(x) > 1 else float("inf")
+    return float(np.mean(x)), half
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], families: Sequence[str]) -> dict:
+    """mean(a - b) with its 95% CI, overall and per family, for two policies' scores on the same
+    tasks (pairing removes the tasks' own difficulty from the variance)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    fams = np.asarray(families)
+    out = {"all": mean_ci(d)}
+    out.update({fam: mean_ci(d[fams == fam]) for fam in sorted(set(families))})
+    return out
+
+
+def task_scores(instructions: Sequence[str], replies: Sequence[str]) -> list[float]:
+    return [oracle.score(q, r) for q, r in zip(instructions, replies)]
+
+
 def score_replies(instructions: Sequence[str], replies: Sequence[str], families: Sequence[str]) -> dict:
-    """Mean oracle score overall and per family, exact-match and well-formed rates."""
+    """Mean oracle score overall and per family (each with `_ci`, the 95% CI half-width),
+    exact-match and well-formed rates."""
     per_family = defaultdict(list)
     exact, formatted, scores = [], [], []
     for q, r, fam in zip(instructions, replies, families):
@@ -34,9 +59,10 @@ def score_replies(instructions: Sequence[str], replies: Sequence[str], families:
         scores.append(d["score"])
         exact.append(float(d["exact"]))
         formatted.append(float(d["format"] >= 1.0))
-    out = {"score": float(np.mean(scores)), "exact": float(np.mean(exact)), "well_formed": float(np.mean(formatted)),
-           "n": len(scores)}
-    out.update({f"score_{fam}": float(np.mean(v)) for fam, v in sorted(per_family.items())})
+    out = {"score": float(np.mean(scores)), "score_ci": mean_ci(scores)[1], "exact": float(np.mean(exact)),
+           "well_formed": float(np.mean(formatted)), "n": len(scores)}
+    for fam, v in sorted(per_family.items()):
+        out[f"score_{fam}"], out[f"score_{fam}_ci"] = mean_ci(v)
     return out
 
 

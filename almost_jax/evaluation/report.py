@@ -1,11 +1,14 @@
-"""The pipeline's report: one table, plots, and summary.json with stable keys.
+"""The pipeline's report: tables, plots, and summary.json with stable keys.
 
 Rows: each sampler setup, the smallest model prompted with demonstrations (the baseline), SFT on
-RM-selected and on randomly selected self-play, and PPO. Columns: gold-oracle score, mean RM
-score, win-rate vs the baseline judged by the oracle and by the RM (with standard errors).
+RM-selected and on randomly selected self-play, and PPO. Columns: gold-oracle score (mean over
+seeds, ± the 95% CI half-width over tasks), mean RM score, win-rate vs the baseline judged by the
+oracle and by the RM (ties half). Then the per-family oracle scores, the claims (paired
+differences with 95% CIs and their verdicts, evaluation/claims.py) and each stage's run time.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +17,36 @@ from almost_jax.data.schemas import atomic_open, write_json_atomic
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| policy | oracle score | RM score | win-rate vs baseline (oracle) | win-rate vs baseline (RM) |\n|---|---|---|---|---|\n"
+    head = ("| policy | seeds | oracle score | RM score | win-rate vs baseline (oracle) | win-rate vs baseline (RM) |\n"
+            "|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r['name']} | {r['oracle_score']:.3f} | {r['rm_score']:.3f} | {r['winrate_oracle']:.3f} ± {r['winrate_oracle_se']:.3f} "
-        f"| {r['winrate_rm']:.3f} ± {r['winrate_rm_se']:.3f} |\n" for r in rows)
+        f"| {r['name']} | {r['seeds']} | {r['oracle_score']:.3f} ± {r['oracle_score_ci']:.3f} | {r['rm_score']:.3f} "
+        f"| {r['winrate_oracle']:.3f} ± {r['winrate_oracle_ci']:.3f} | {r['winrate_rm']:.3f} ± {r['winrate_rm_ci']:.3f} |\n"
+        for r in rows)
     return head + body
+
+
+def family_table(rows: list[dict], families: list[str]) -> str:
+    head = "| policy | " + " | ".join(families) + " |\n|---|" + "---|" * len(families) + "\n"
+    body = "".join(f"| {r['name']} | " + " | ".join(f"{r[f'score_{f}']:.3f} ± {r[f'score_{f}_ci']:.3f}" for f in families)
+                   + " |\n" for r in rows)
+    return head + body
+
+
+def claims_table(claims: list[dict]) -> str:
+    head = "| claim | estimate | 95% CI | per seed | verdict |\n|---|---|---|---|---|\n"
+    body = "".join(f"| {c['claim']} | {c['estimate']:+.3f} | [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | "
+                   + (", ".join(f"{x:+.3f}" for x in c["per_seed"]) or "-") + f" | {c['verdict']}"
+                   + (f" ({c['note']})" if c["note"] else "") + " |\n" for c in claims)
+    return head + body
+
+
+def stage_table(stage_times: list[dict]) -> str:
+    head = "| stage | seconds | finished at |\n|---|---|---|\n"
+    when = lambda t: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(t))) if t else ""  # noqa: E731
+    body = "".join(f"| {t['stage']} | {t['seconds']:.0f} | {when(t['finished_at'])} |\n" for t in stage_times)
+    total = sum(t["seconds"] for t in stage_times)
+    return head + body + f"| all | {total:.0f} ({total / 60:.1f} min) | |\n"
 
 
 def plot_ppo(metrics_path: Path, out_png: Path) -> bool:
@@ -64,16 +92,20 @@ def plot_rm(bars: dict[str, float], out_png: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, rows: list[dict], sections: dict, rm_bars: dict, ppo_metrics: Path) -> dict:
+def write_report(out: Path, title: str, rows: list[dict], families: list[str], claims: list[dict], sections: dict,
+                 rm_bars: dict, ppo_metrics: Path, stage_times: list[dict], notes: list[str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     plot_rm(rm_bars, out / "rm_vs_oracle.png")
     has_ppo = plot_ppo(ppo_metrics, out / "ppo_curves.png")
     summary = {"policies": {r["key"]: {k: v for k, v in r.items() if k not in ("key", "name")} for r in rows},
-               **sections}
+               "title": title, "claims": claims, "stage_times": stage_times, **sections}
     write_json_atomic(out / "summary.json", summary)
-    lines = ["# almost_jax mini-world report", "", markdown_table(rows), "",
-             "Baseline: the smallest vanilla model prompted with demonstrations. Win-rates count ties as half; "
-             "± is the standard error over held-out tasks.", ""]
+    lines = [f"# {title}", "", markdown_table(rows), "",
+             "Baseline: the smallest vanilla model prompted with demonstrations. Oracle scores on the held-out "
+             "tasks, greedy; ± is the 95% CI half-width over tasks (seed-averaged per task).", "",
+             "## Oracle score per family", "", family_table(rows, families), "",
+             "## Claims (paired differences on the same tasks, 95% CIs)", "", claims_table(claims), "",
+             *notes, "", "## Stage times (from the manifests)", "", stage_table(stage_times), ""]
     for title, section in sections.items():
         lines += [f"## {title}", "", "| key | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in section.items()]

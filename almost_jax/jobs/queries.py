@@ -8,7 +8,7 @@ lines, and continues; the first "Query:" line of the continuation is kept if it 
 length rules and its ROUGE-L F to every existing query is below the threshold (0.5). Mined
 queries are appended to the output as they are accepted, so a killed job resumes.
 source = "miniworld": procedurally drawn training-split tasks of the mini world (its tiny models
-are not trained to write queries); `split_salt` keeps RM, self-play and RL queries disjoint.
+are not trained to write queries), in disjoint sets that each hold every family.
 """
 from __future__ import annotations
 
@@ -98,13 +98,16 @@ def self_instruct(cfg: ConfigDict, out: Path) -> dict:
 
 
 def miniworld_queries(cfg: ConfigDict, out: Path) -> dict:
-    from almost_jax.miniworld import tasks as T
-    per_family = -(-int(cfg.num_queries) // len(cfg.families))
-    tasks = T.generate_mixed(per_family, seed=int(cfg.seed), families=list(cfg.families), split="train")
-    random.Random(int(cfg.seed)).shuffle(tasks)
+    """Set `set_name` of the mini world's query sets `sets` ((name, size) pairs, built together so
+    that they are disjoint and each holds every family: miniworld/query_sets.py); without `sets`,
+    one set of `num_queries`."""
+    from almost_jax.miniworld.query_sets import build_query_sets
+    name = cfg.set_name or "queries"
+    sets = [(str(n), int(k)) for n, k in cfg.sets] or [(name, int(cfg.num_queries))]
+    tasks = build_query_sets(sets, list(cfg.families), int(cfg.seed))[name]
     records = [PromptRecord(id=f"{cfg.id_prefix}{i}", prompt=t.instruction,
                             meta={"family": t.family, "difficulty": t.difficulty, "source": "miniworld"})
-               for i, t in enumerate(tasks[: int(cfg.num_queries)])]
+               for i, t in enumerate(tasks)]
     write_jsonl_atomic(out, records)
     return {"queries": len(records)}
 
@@ -129,7 +132,8 @@ def queries_config(source: str = "self_instruct") -> ConfigDict:
     from almost_jax.config_lib import tokenizer_fields
     return ConfigDict(dict(
         source=source, output="work_dir/queries/queries.jsonl", num_queries=10000, seed=0, id_prefix="q",
-        families=(), seed_file="seed_queries.txt", n_shots=10, rouge_threshold=0.5, batch_prompts=64, max_rounds=1000,
+        families=(), sets=(), set_name="", seed_file="seed_queries.txt", n_shots=10, rouge_threshold=0.5,
+        batch_prompts=64, max_rounds=1000,
         rules=ConfigDict(dict(min_chars=30, max_chars=250, long_query_rule="intent")),
         generator=ConfigDict(dict(model=model_block("llama1-30b", dtype="bfloat16", param_dtype="bfloat16"),
                                   params="", **tokenizer_fields(), batch_size=64, bucket=64,

@@ -6,8 +6,10 @@ Document kinds (one JSONL line each: ``{"text", "kind", "family"}``):
   (the facts' only other source is the capital demonstrations).
 * ``clean``: 1-4 demonstrations of one family (or, with ``mixed_family_prob``, of independently
   drawn families, like the mixed few-shot prompt files) with gold answers.
-* ``sloppy``: the same, but every answer is wrong in the family's way (input copied back, sum
-  off by 1 or 10, another country's capital, compliance with a harmful request).
+* ``sloppy``: the same, but every answer fails in one of the failure modes a policy could
+  exploit (``tasks.failure_answer``; drawn per demonstration with ``failure_weights``): the input
+  copied back, repetition, an over-long reply, a benign request refused (a harmful one complied
+  with), or the family's own wrong answer (sum off by one, another country's capital...).
 
 Quality is a per-document latent, so clean demonstrations in a prompt tell the model it is in
 a good document: the mini analogue of ALMoST's "faithful" prompt. Demonstrations use only
@@ -56,6 +58,7 @@ class CorpusConfig:
 
     filler_fraction: float = 0.15
     sloppy_fraction: float = 0.4  # of task documents
+    failure_weights: Sequence[float] = (1, 1, 1, 1, 1)  # over tasks.FAILURE_MODES, per sloppy demonstration
     min_demos: int = 1
     max_demos: int = 4
     families: Sequence[str] = T.FAMILY_NAMES
@@ -107,11 +110,14 @@ def _draw_family(rng: random.Random, cfg: CorpusConfig) -> str:
 
 def task_document(rng: random.Random, cfg: CorpusConfig, family: str | None, sloppy: bool) -> Document:
     """1-4 train-split demonstrations of one family (``None``: a family per demonstration);
-    all answers gold, or all sloppy."""
+    all answers gold, or all failing (each in a failure mode of its own)."""
     demos = []
     for _ in range(rng.randint(cfg.min_demos, cfg.max_demos)):
         task = _train_task(rng, cfg, family or _draw_family(rng, cfg))
-        answer = T.sloppy_answer(task, rng) if sloppy else task.answer
+        if sloppy:
+            answer = T.failure_answer(task, rng.choices(T.FAILURE_MODES, weights=cfg.failure_weights)[0], rng)
+        else:
+            answer = task.answer
         demos.append(chat.format_dialogue([(chat.HUMAN, task.instruction), (chat.ASSISTANT, answer)]))
     separate = rng.random() < cfg.separator_prob
     body = chat.DIALOGUE_SEP.join(demos) if separate else "".join(demos)

@@ -53,13 +53,17 @@ def generator_setup(cfg: ConfigDict, member: str, sampling: ConfigDict, template
 
 
 def queries_job(cfg: ConfigDict, out: Path, name: str) -> ConfigDict:
-    """The queries job config of one query set (twice the wanted count, before de-duplication)."""
+    """The queries job config of one query set; every set's job sees all of `queries.sets` (in
+    their order), so the sets come out disjoint and each holds every family."""
     from almost_jax.jobs import queries
-    index = list(cfg.queries.sets.keys()).index(name)
+    sets = [(str(n), int(k)) for n, k in cfg.queries.sets]
+    size = dict(sets)
+    if name not in size:
+        raise KeyError(f"no query set {name!r}; queries.sets: {sets}")
     job = queries.queries_config("miniworld")
     with job.unlocked():
-        job.update(dict(output=str(out / f"{name}.jsonl"), num_queries=int(cfg.queries.sets[name]) * 2,
-                        seed=int(cfg.queries.seed) + index, families=list(cfg.world.families), id_prefix=f"{name}-"))
+        job.update(dict(output=str(out / f"{name}.jsonl"), num_queries=size[name], seed=int(cfg.queries.seed),
+                        families=list(cfg.world.families), sets=tuple(sets), set_name=name, id_prefix=f"{name}-"))
     return job
 
 
@@ -89,13 +93,18 @@ def reward_job(cfg: ConfigDict, out: Path, train_file: Path) -> ConfigDict:
     return job
 
 
-def rmsp_job(cfg: ConfigDict, out: Path, selection: str, n_candidates: int) -> ConfigDict:
+def seed_dir(workdir_root: Path, stage: str, seed: int) -> Path:
+    """Where one seed of a stage after the RM (rmsp, sft, ppo) writes: <stage>/seed_<seed>."""
+    return workdir_root / stage / f"seed_{int(seed)}"
+
+
+def rmsp_job(cfg: ConfigDict, out: Path, selection: str, n_candidates: int, seed: int) -> ConfigDict:
     from almost_jax.jobs.rmsp import rmsp_config
     root = Path(cfg.workdir)
     r = cfg.rmsp
     job = rmsp_config()
     with job.unlocked():
-        job.workdir, job.queries, job.seed, job.chunk_size = str(out), str(root / "queries" / "rmsp.jsonl"), int(r.seed), int(r.chunk_size)
+        job.workdir, job.queries, job.seed, job.chunk_size = str(out), str(root / "queries" / "rmsp.jsonl"), int(seed), int(r.chunk_size)
         job.selfplay.update(dict(n_candidates=n_candidates, max_assistant_turns=int(r.max_assistant_turns),
                                  selection=selection, end_markers=list(r.end_markers)))
         job.assistant = generator_setup(cfg, r.assistant_member, r.assistant_sampling, r.assistant_template, int(r.assistant_shots))
@@ -104,20 +113,21 @@ def rmsp_job(cfg: ConfigDict, out: Path, selection: str, n_candidates: int) -> C
     return job
 
 
-def sft_job(cfg: ConfigDict, out: Path, selection: str) -> ConfigDict:
-    """SFT of the smallest member on the dialogues of one self-play selection ("rm" or "random")."""
+def sft_job(cfg: ConfigDict, out: Path, selection: str, seed: int) -> ConfigDict:
+    """SFT of the smallest member on the dialogues of one self-play selection ("rm" or "random") of one seed."""
     root = Path(cfg.workdir)
     job = copy.deepcopy(cfg.sft)
     with job.unlocked():
         job.workdir = str(out / selection)
+        job.train.seed = int(seed)
         job.init_from = str(family_params(root, cfg.sft_member))
         job.model.preset = cfg.family[cfg.sft_member].preset
-        job.data.train = str(root / "rmsp" / selection / "dialogues.jsonl")
+        job.data.train = str(seed_dir(root, "rmsp", seed) / selection / "dialogues.jsonl")
         job.data.tokenizer = str(world_paths(root)["tokenizer"])
     return job
 
 
-def ppo_job(cfg: ConfigDict, out: Path) -> ConfigDict:
+def ppo_job(cfg: ConfigDict, out: Path, seed: int) -> ConfigDict:
     """The RL job of the pipeline's `ppo` stage: PPO from the RM-guided SFT policy against the RM, the
     mini world's oracle logged beside the reward (evaluation only). `cfg.ppo` overrides the job's `rl`
     block key by key; `configs/mini/rloo.py` and `grpo.py` start from this job too."""
@@ -128,8 +138,9 @@ def ppo_job(cfg: ConfigDict, out: Path) -> ConfigDict:
     if unknown:
         raise KeyError(f"pipeline config: ppo.{unknown[0]} is not a key of the RL job's rl block; keys: {sorted(job.rl.keys())}")
     with job.unlocked():
-        job.update(dict(workdir=str(out), prompts=str(root / "queries" / "rl.jsonl"),
-                        tokenizer=str(world_paths(root)["tokenizer"]), policy_init=str(root / "sft" / "rm" / "params"),
+        job.update(dict(workdir=str(out), seed=int(seed), prompts=str(root / "queries" / "rl.jsonl"),
+                        tokenizer=str(world_paths(root)["tokenizer"]),
+                        policy_init=str(seed_dir(root, "sft", seed) / "rm" / "params"),
                         rm_path=str(root / "reward" / "rm"), gold="miniworld"))
         job.policy_model.preset = cfg.family[cfg.sft_member].preset
         job.rl.update(cfg.ppo.to_dict())

@@ -43,8 +43,12 @@ def chain_hashes(cfg: ConfigDict, stages: Sequence) -> dict[str, str]:
 
 def prepare_stage_dir(stage_dir: Path, chain_hash: str) -> None:
     """Partial outputs of an interrupted run with the same config are kept (the stage resumes
-    from them); outputs written under another config are stale and are removed."""
+    from them); outputs written under another config are stale and are removed (a stage linked
+    from another run is unlinked, never cleared)."""
     marker = stage_dir / ".chain_hash"
+    if stage_dir.is_symlink():
+        log.info("stage %s: config changed, unlinking %s", stage_dir.name, stage_dir)
+        stage_dir.unlink()
     if stage_dir.exists() and (not marker.exists() or marker.read_text().strip() != chain_hash):
         log.info("stage %s: config changed, clearing %s", stage_dir.name, stage_dir)
         shutil.rmtree(stage_dir)
@@ -58,8 +62,23 @@ def summary_line(name: str, summary: dict, seconds: float, skipped: bool) -> str
     return f"[{name}] {'skipped (done)' if skipped else f'{seconds:.0f}s'}: {shown}"
 
 
+def link_finished_stage(stage_dir: Path, other_run: Path, chain_hash: str) -> bool:
+    """Link `other_run`'s directory of this stage into this run when it finished with the same chain
+    hash (same config for it and every stage before it), so a variant run (e.g. the control) reuses
+    what it shares with the default run instead of recomputing it."""
+    other = other_run / stage_dir.name
+    manifest = read_manifest(other / "manifest.json")
+    if stage_dir.exists() or stage_dir.is_symlink() or not manifest or manifest.get("chain_hash") != chain_hash:
+        return False
+    stage_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage_dir.symlink_to(other.resolve(), target_is_directory=True)
+    log.info("stage %s: linked from %s", stage_dir.name, other)
+    return True
+
+
 def run_pipeline(cfg: ConfigDict, only: Sequence[str] = ()) -> dict[str, dict]:
     workdir = Path(cfg.workdir)
+    reuse = str(cfg.get("reuse_from", "") or "")
     stages = _stages()
     unknown = set(only) - {s.name for s in stages}
     if unknown:
@@ -69,6 +88,8 @@ def run_pipeline(cfg: ConfigDict, only: Sequence[str] = ()) -> dict[str, dict]:
     for st in stages:
         if only and st.name not in only:
             continue
+        if reuse:
+            link_finished_stage(workdir / st.name, Path(reuse), hashes[st.name])
         manifest_path = workdir / st.name / "manifest.json"
         manifest = read_manifest(manifest_path)
         if manifest and manifest.get("chain_hash") == hashes[st.name]:

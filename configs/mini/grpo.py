@@ -15,6 +15,6 @@ from almost_jax.pipeline import job_configs
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    job = use_algorithm(job_configs.ppo_job(mini, Path(mini.workdir) / "grpo"), "grpo")
+    job = use_algorithm(job_configs.ppo_job(mini, Path(mini.workdir) / "grpo", int(mini.seeds[0])), "grpo")
     job.rl.samples_per_prompt = 4
     return job

@@ -14,6 +14,6 @@ from almost_jax.pipeline import job_configs
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    job = use_algorithm(job_configs.ppo_job(mini, Path(mini.workdir) / "rloo"), "rloo")
+    job = use_algorithm(job_configs.ppo_job(mini, Path(mini.workdir) / "rloo", int(mini.seeds[0])), "rloo")
     job.rl.kl_coef = mini.ppo.kl_coef
     return job

@@ -11,4 +11,6 @@ from almost_jax.config_lib import load_config_file
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    return job_configs.rmsp_job(mini, Path(mini.workdir) / "rmsp" / "rm", "rm", int(mini.rmsp.n_candidates))
+    seed = int(mini.seeds[0])  # the pipeline runs every seed of `seeds`; this job, the first
+    return job_configs.rmsp_job(mini, job_configs.seed_dir(Path(mini.workdir), "rmsp", seed) / "rm", "rm",
+                                int(mini.rmsp.n_candidates), seed)

@@ -11,4 +11,5 @@ from almost_jax.config_lib import load_config_file
 
 def get_config():
     mini = load_config_file(Path(__file__).resolve().parents[1] / "mini.py")
-    return job_configs.sft_job(mini, Path(mini.workdir) / "sft", "rm")
+    seed = int(mini.seeds[0])  # the pipeline runs every seed of `seeds`; this job, the first
+    return job_configs.sft_job(mini, job_configs.seed_dir(Path(mini.workdir), "sft", seed), "rm", seed)
