@@ -25,9 +25,20 @@ from almost_jax.jobs.common import read_manifest, run_job, write_manifest
 log = logging.getLogger("almost_jax.pipeline")
 
 
-def _stages():
-    from almost_jax.pipeline import stages as S  # imported lazily: stages pull in the whole package
-    return S.STAGES
+STAGE_LISTS = ("mini", "real_text")
+
+
+def _stages(cfg: ConfigDict):
+    """The config's `stage_list` (default "mini"): the mini world's stages, or the real-text ones
+    (one pretrained checkpoint, real English; pipeline/real_stages.py)."""
+    name = cfg.get("stage_list", "mini")
+    if name == "mini":
+        from almost_jax.pipeline import stages as S  # imported lazily: stages pull in the whole package
+        return S.STAGES
+    if name == "real_text":
+        from almost_jax.pipeline import real_stages
+        return real_stages.STAGES
+    raise ValueError(f"stage_list must be one of {STAGE_LISTS}, got {name!r}")
 
 
 def chain_hashes(cfg: ConfigDict, stages: Sequence) -> dict[str, str]:
@@ -59,7 +70,7 @@ def summary_line(name: str, summary: dict, seconds: float, skipped: bool) -> str
 
 def run_pipeline(cfg: ConfigDict, only: Sequence[str] = ()) -> dict[str, dict]:
     workdir = Path(cfg.workdir)
-    stages = _stages()
+    stages = _stages(cfg)
     unknown = set(only) - {s.name for s in stages}
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in stages]}")
