@@ -1,6 +1,7 @@
 """The whole ALMoST pipeline on one config, each stage resumable from its manifest.
 
     python -m almost_jax.pipeline --config=configs/mini.py [--config.key=value ...] [--stages=a,b]
+    python -m almost_jax.pipeline --config=configs/smollm2_cpu.py   # stage_list=real_text: one real model
 
 A stage is skipped when `<workdir>/<stage>/manifest.json` exists with the same chain hash: the
 hash of the stage's own config blocks and of every earlier stage's hash. Editing a block reruns
