@@ -33,7 +33,7 @@ setup(
     version="0.1.0",
     description="ALMoST (synthetic-feedback alignment) for LLaMA-family models in JAX/Flax",
     packages=find_packages(include=["almost_jax", "almost_jax.*"]),
-    package_data={"almost_jax": ["data/prompts/*"]},
+    package_data={"almost_jax": ["data/prompts/*", "data/eval/*"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

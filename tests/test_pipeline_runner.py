@@ -25,7 +25,7 @@ def pipeline(monkeypatch, tmp_path):
         return run
 
     stages = [Stage(n, (n,), make(n)) for n in ("a", "b", "c")]
-    monkeypatch.setattr(runner, "_stages", lambda: stages)
+    monkeypatch.setattr(runner, "_stages", lambda cfg: stages)
     cfg = ConfigDict(dict(workdir=str(tmp_path), a=ConfigDict(dict(value=1)), b=ConfigDict(dict(value=2)),
                           c=ConfigDict(dict(value=3))))
     return cfg, calls, fail, tmp_path
@@ -83,7 +83,7 @@ def test_skipped_input_records_reach_the_stage_manifest_and_the_report(pipeline,
     cfg, _, _, root = pipeline
     data = tmp_path_factory.mktemp("in") / "prompts.jsonl"
     data.write_text('{"id": "1", "prompt": "a"}\n{"id": 2}\n{"id": "3", "prompt": "c"}\n')
-    stages = runner._stages()
+    stages = runner._stages(cfg)
     read = lambda cfg, out: {"n": len(load_jsonl(data, PromptRecord, on_error="skip"))}  # noqa: E731
     stages[1] = Stage("b", ("b",), read)
     runner.run_pipeline(cfg)
@@ -111,7 +111,7 @@ def _cfg(workdir, a=1, b=2, c=3, reuse=""):
 
 def test_variant_run_links_the_stages_it_shares_and_runs_the_rest(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(runner, "_stages", lambda: _stages(calls))
+    monkeypatch.setattr(runner, "_stages", lambda cfg: _stages(calls))
     runner.run_pipeline(_cfg(tmp_path / "base"))
     assert calls == ["a", "b", "c"]
     calls.clear()
@@ -133,7 +133,7 @@ def test_variant_run_links_the_stages_it_shares_and_runs_the_rest(tmp_path, monk
 
 def test_finished_stages_are_skipped_and_a_changed_block_reruns_from_there(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(runner, "_stages", lambda: _stages(calls))
+    monkeypatch.setattr(runner, "_stages", lambda cfg: _stages(calls))
     runner.run_pipeline(_cfg(tmp_path))
     calls.clear()
     runner.run_pipeline(_cfg(tmp_path))

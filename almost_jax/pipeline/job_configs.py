@@ -134,15 +134,24 @@ def ppo_job(cfg: ConfigDict, out: Path, seed: int) -> ConfigDict:
     from almost_jax.jobs.rl import rl_config
     root = Path(cfg.workdir)
     job = rl_config("ppo")
-    unknown = sorted(set(cfg.ppo.keys()) - set(job.rl.keys()))
-    if unknown:
-        raise KeyError(f"pipeline config: ppo.{unknown[0]} is not a key of the RL job's rl block; keys: {sorted(job.rl.keys())}")
     with job.unlocked():
         job.update(dict(workdir=str(out), seed=int(seed), prompts=str(root / "queries" / "rl.jsonl"),
                         tokenizer=str(world_paths(root)["tokenizer"]),
                         policy_init=str(seed_dir(root, "sft", seed) / "rm" / "params"),
                         rm_path=str(root / "reward" / "rm"), gold="miniworld"))
         job.policy_model.preset = cfg.family[cfg.sft_member].preset
-        job.rl.update(cfg.ppo.to_dict())
-        job.optimizer.update(cfg.ppo_optimizer.to_dict())
+    return apply_rl_overrides(job, cfg.ppo, cfg.ppo_optimizer)
+
+
+def apply_rl_overrides(job: ConfigDict, rl: ConfigDict, optimizer: ConfigDict) -> ConfigDict:
+    """The pipeline's `ppo` / `ppo_optimizer` blocks override the RL job's `rl` / `optimizer` key by
+    key; a key the job does not have is an error, not a silently ignored setting."""
+    for block, given, name in ((job.rl, rl, "ppo"), (job.optimizer, optimizer, "ppo_optimizer")):
+        unknown = sorted(set(given.keys()) - set(block.keys()))
+        if unknown:
+            raise KeyError(f"pipeline config: {name}.{unknown[0]} is not a key of the RL job's "
+                           f"{'rl' if name == 'ppo' else 'optimizer'} block; keys: {sorted(block.keys())}")
+    with job.unlocked():
+        job.rl.update(rl.to_dict())
+        job.optimizer.update(optimizer.to_dict())
     return job

@@ -1,6 +1,7 @@
 """The whole ALMoST pipeline on one config, each stage resumable from its manifest.
 
     python -m almost_jax.pipeline --config=configs/mini.py [--config.key=value ...] [--stages=a,b]
+    python -m almost_jax.pipeline --config=configs/smollm2_cpu.py   # stage_list=real_text: one real model
 
 A stage is skipped when `<workdir>/<stage>/manifest.json` exists with the same chain hash: the
 hash of the stage's own config blocks and of every earlier stage's hash. Editing a block reruns
@@ -26,9 +27,20 @@ from almost_jax.jobs.common import read_manifest, run_job, write_manifest
 log = logging.getLogger("almost_jax.pipeline")
 
 
-def _stages():
-    from almost_jax.pipeline import stages as S  # imported lazily: stages pull in the whole package
-    return S.STAGES
+STAGE_LISTS = ("mini", "real_text")
+
+
+def _stages(cfg: ConfigDict):
+    """The config's `stage_list` (default "mini"): the mini world's stages, or the real-text ones
+    (one pretrained checkpoint, real English; pipeline/real_stages.py)."""
+    name = cfg.get("stage_list", "mini")
+    if name == "mini":
+        from almost_jax.pipeline import stages as S  # imported lazily: stages pull in the whole package
+        return S.STAGES
+    if name == "real_text":
+        from almost_jax.pipeline import real_stages
+        return real_stages.STAGES
+    raise ValueError(f"stage_list must be one of {STAGE_LISTS}, got {name!r}")
 
 
 def chain_hashes(cfg: ConfigDict, stages: Sequence) -> dict[str, str]:
@@ -79,7 +91,7 @@ def link_finished_stage(stage_dir: Path, other_run: Path, chain_hash: str) -> bo
 def run_pipeline(cfg: ConfigDict, only: Sequence[str] = ()) -> dict[str, dict]:
     workdir = Path(cfg.workdir)
     reuse = str(cfg.get("reuse_from", "") or "")
-    stages = _stages()
+    stages = _stages(cfg)
     unknown = set(only) - {s.name for s in stages}
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in stages]}")
