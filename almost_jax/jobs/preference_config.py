@@ -57,8 +57,8 @@ def spa_config(preset: str = "mini-s", **train_overrides) -> ConfigDict:
     `init_from` (the SFT policy), DPO with self-refinement from the current policy with reference =
     the current policy (`iteration_epochs`). Defaults (peers.md 3): K=2, temperature 0.7, beta 0.1,
     lr 5e-7, batch 32, alpha 0.1, 10% quantile, alpha off for the first 20% of steps."""
-    cfg = _pair_job("spa", preset, lr=5e-7, epochs=1.0, prompt_len=1024, response_len=300, batch_size=32,
-                    **train_overrides)
+    cfg = _pair_job("spa", preset, lr=5e-7, epochs=1.0, prompt_len=1024, response_len=300,
+                    **{"batch_size": 32, **train_overrides})
     del cfg.train["epochs"]  # seed_epochs / iteration_epochs below
     del cfg.data["train"]
     cfg.data.seed_pairs = ""  # ComparisonRecord jsonl
@@ -77,8 +77,8 @@ def cut_config(preset: str = "mini-s", **train_overrides) -> ConfigDict:
     """CUT on JudgmentRecord triples (data.train; judgment "" = positive): lambda 1.1 and alpha 1.0
     (README, online setting), gamma 0 (the code's constant weight), positives downsampled to 0.25 x
     the negatives, lr 4e-4 (with LoRA in the paper; full fine-tuning here), cosine, 1 epoch."""
-    cfg = _pair_job("cut", preset, lr=4e-4, epochs=1.0, prompt_len=1024, response_len=512, batch_size=8,
-                    **train_overrides)
+    cfg = _pair_job("cut", preset, lr=4e-4, epochs=1.0, prompt_len=1024, response_len=512,
+                    **{"batch_size": 8, **train_overrides})
     cfg.optimizer.warmup_ratio = 0.0
     cfg.optimizer.warmup_steps = 100
     cfg.cut = ConfigDict(dict(threshold=1.1, alpha=1.0, gamma=0.0, positive_ratio=0.25, seed=0,
@@ -94,7 +94,7 @@ def add_preference_blocks(cfg: ConfigDict) -> ConfigDict:
         # oracle). lr / epochs sized like the mini SFT (lr 1e-3 there); beta from the recipes.
         cfg.dpo = ConfigDict(dict(
             loss="sigmoid", beta=0.1, label_smoothing=0.0, reference="precomputed",
-            lr=1e-5, epochs=1.0, batch_size=32, max_pairs=4000, prompt_len=48, response_len=24, seed=0,
+            lr=1e-5, epochs=1.0, batch_size=32, max_pairs=0, prompt_len=48, response_len=24, seed=0,
         ))
         # SPA, seeded with a few gold-labelled pairs (the oracle's labels on synthetic pairs: the
         # seed plays the role of SPA's small human-labelled set), then iterations on fresh RL queries.
