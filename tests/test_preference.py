@@ -188,14 +188,13 @@ def _job(cfg, assets, tmp_path, **train):
 
 
 def _margin(assets, params_path, cfg):
-    from almost_jax.checkpoints.load import load_model_params
     from almost_jax.data.schemas import load_jsonl
     from almost_jax.jobs.dpo import load_policy
     from almost_jax.models.llama import CausalLM
-    model_cfg, tok, _ = load_policy(cfg)
-    arrays, _ = preference.pair_arrays(tok, load_jsonl(assets / "pairs.jsonl", ComparisonRecord), 16, 8)
-    return preference.mean_margin(CausalLM(model_cfg), load_model_params(params_path, model_cfg), arrays, 16, 8,
-                                  tok.vocab_size)
+    policy = load_policy(cfg)
+    arrays, _ = preference.pair_arrays(policy.tokenizer, load_jsonl(assets / "pairs.jsonl", ComparisonRecord), 16, 8)
+    return preference.mean_margin(CausalLM(policy.model_cfg), policy.load(params_path), arrays, 16, 8,
+                                  policy.tokenizer.vocab_size)
 
 
 def test_dpo_steps_raise_the_chosen_vs_rejected_margin(assets, tmp_path):
@@ -215,6 +214,7 @@ def test_dpo_steps_raise_the_chosen_vs_rejected_margin(assets, tmp_path):
     assert summary["final_reward_accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_dpo_reference_on_the_fly_matches_precomputed(assets, tmp_path):
     from almost_jax.jobs import dpo
     from almost_jax.jobs.preference_config import dpo_config
@@ -228,6 +228,27 @@ def test_dpo_reference_on_the_fly_matches_precomputed(assets, tmp_path):
     for a, b in zip(runs["precomputed"], runs["on_the_fly"]):
         np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-4)
         np.testing.assert_allclose(a["train/reward_margin"], b["train/reward_margin"], rtol=1e-3, atol=1e-5)
+
+
+def test_pair_logprobs_are_the_reply_tokens_log_probs(assets):
+    """The left-padded [prompt | response] layout scores exactly the reply's tokens: the same sum as
+    the plain next-token log-probs of the unpadded sequence."""
+    from almost_jax.data.tokenizer import load_tokenizer
+    from almost_jax.learners.lm import token_logprobs
+    from almost_jax.models.config import get_config
+    from almost_jax.models.llama import CausalLM, init_params
+    tok, model = load_tokenizer(assets / "sp.model"), CausalLM(get_config("tiny"))
+    params = init_params(get_config("tiny"), jax.random.key(3))
+    recs = [ComparisonRecord("\n\nHuman: what is red?", "red one", "blue", Provenance("A", "B")),
+            ComparisonRecord("\n\nHuman: one?", "alpha beta gamma", "two", Provenance("A", "B"))]
+    arrays, _ = preference.pair_arrays(tok, recs, 16, 8)
+    got = preference.reference_logprobs(model, params, arrays, 16, 2)["ref_chosen_logp"]  # all 256 ids scored
+    for rec, value in zip(recs, got):
+        p, r = preference.prompt_and_response_ids(tok, rec.prompt, rec.chosen)
+        ids = jnp.asarray([p + r])
+        logits, _ = model.apply({"params": params}, ids, jnp.ones_like(ids))
+        expected = float(jnp.sum(token_logprobs(logits[:, :-1], ids[:, 1:])[0, len(p) - 1:]))
+        np.testing.assert_allclose(value, expected, rtol=1e-5)
 
 
 def test_cut_arrays_share_the_response_tokens(assets):

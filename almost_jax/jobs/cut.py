@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 def run(cfg: ConfigDict) -> dict:
     workdir = Path(cfg.workdir)
     c = cfg.cut
-    model_cfg, tok, init = load_policy(cfg)
+    policy = load_policy(cfg)
+    tok = policy.tokenizer
     records = load_jsonl(cfg.data.train, JudgmentRecord, cfg.data.on_error)
     if not records:
         raise ValueError(f"no judgments in {cfg.data.train}")
@@ -36,8 +37,8 @@ def run(cfg: ConfigDict) -> dict:
     arrays, stats = cut.cut_arrays(tok, kept, P, int(cfg.data.response_len), c.judged_template)
     job = with_steps(cfg, stats["examples"], float(cfg.train.epochs))
     log.info("cut: %s, %d steps of %d", stats, int(job.train.steps), int(job.train.batch_size))
-    loss_fn = cut.make_cut_loss(CausalLM(model_cfg), c, P, tok.vocab_size)
-    _, metrics = fit(job, model_cfg, loss_fn, arrays, workdir, init, desc="cut")
+    loss_fn = cut.make_cut_loss(CausalLM(policy.model_cfg), c, P, tok.vocab_size)
+    _, metrics = fit(job, policy.model_cfg, loss_fn, arrays, workdir, policy.params, desc="cut")
     summary = {"records": len(records), **stats, "steps": int(job.train.steps),
                **{f"final_{k}": v for k, v in metrics.items()
                   if k in ("loss", "unlikelihood_loss", "mle_loss", "flagged_fraction")}}

@@ -11,12 +11,11 @@ manifest.json.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
 from ml_collections import ConfigDict
 
 from almost_jax.checkpoints.load import load_model_params
@@ -24,7 +23,8 @@ from almost_jax.checkpoints.source import resolve
 from almost_jax.data.schemas import ComparisonRecord, load_jsonl
 from almost_jax.jobs.common import run_job, write_manifest
 from almost_jax.learners import preference
-from almost_jax.models.llama import CausalLM
+from almost_jax.models.llama import CausalLM, param_shardings
+from almost_jax.parallel import MeshConfig, make_mesh, rules_from_config
 from almost_jax.train.runner import fit
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,20 @@ def with_steps(cfg: ConfigDict, n_rows: int, epochs: float) -> ConfigDict:
     return job
 
 
-def train_pairs(cfg: ConfigDict, model_cfg, tokenizer, records, workdir: Path, init_params, ref_params,
+def train_pairs(cfg: ConfigDict, policy: Policy, records, workdir: Path, init_params, ref_params,
                 epochs: float, smoothing_fn=None, extra_rows=None, desc: str = "dpo"):
     """DPO (cfg.dpo) on `records` from `init_params` against `ref_params`, with the shared trainer.
     `extra_rows(arrays, job) -> dict` adds per-pair columns the loss reads (SPA's refine_alpha).
     Returns (params, last metrics, pair counts)."""
     P, R = int(cfg.data.prompt_len), int(cfg.data.response_len)
+    model_cfg, tokenizer = policy.model_cfg, policy.tokenizer
     preference.check_dpo_config(cfg.dpo)
     arrays, stats = preference.pair_arrays(tokenizer, records, P, R)
     model = CausalLM(model_cfg)
     job = with_steps(cfg, stats["pairs"], epochs)
     if cfg.dpo.reference == "precomputed":
         arrays.update(preference.reference_logprobs(model, ref_params, arrays, P, int(cfg.ref_batch_size),
-                                                    tokenizer.vocab_size))
+                                                    tokenizer.vocab_size, policy.mesh, policy.rules))
     if extra_rows is not None:
         arrays.update(extra_rows(arrays, job))
     loss_fn = preference.make_dpo_loss(model, cfg.dpo, P, tokenizer.vocab_size,
@@ -63,19 +64,37 @@ def train_pairs(cfg: ConfigDict, model_cfg, tokenizer, records, workdir: Path, i
     return params, metrics, {**stats, "steps": int(job.train.steps)}
 
 
-def load_policy(cfg: ConfigDict, path: Optional[str] = None):
-    """(architecture, tokenizer, params) of `init_from` (or of `path`, same architecture)."""
+@dataclasses.dataclass
+class Policy:
+    """The start policy of a preference job, loaded straight into its shards on the job's mesh."""
+    model_cfg: object
+    tokenizer: object
+    params: dict
+    mesh: object
+    rules: tuple
+
+    def load(self, path) -> dict:
+        """Other params of the same architecture (a later round's policy), placed like these."""
+        return load_model_params(path, self.model_cfg, shardings=param_shardings(self.model_cfg, self.mesh, self.rules))
+
+
+def load_policy(cfg: ConfigDict) -> Policy:
+    """`init_from` with its architecture and tokenizer, sharded on the mesh of cfg.mesh (the mesh
+    `fit` builds from the same block)."""
     src = resolve(cfg, "init_from")
-    return src.model, src.tokenizer, load_model_params(path or src.params, src.model)
+    mesh, rules = make_mesh(MeshConfig.from_config(cfg.mesh)), rules_from_config(cfg.mesh.get("rules"))
+    params = load_model_params(src.params, src.model, shardings=param_shardings(src.model, mesh, rules))
+    return Policy(src.model, src.tokenizer, params, mesh, rules)
 
 
 def run(cfg: ConfigDict) -> dict:
     workdir = Path(cfg.workdir)
-    model_cfg, tok, sft = load_policy(cfg)
+    policy = load_policy(cfg)
     records = load_jsonl(cfg.data.train, ComparisonRecord, cfg.data.on_error)
     if not records:
         raise ValueError(f"no comparisons in {cfg.data.train}")
-    params, metrics, stats = train_pairs(cfg, model_cfg, tok, records, workdir, sft, sft, float(cfg.train.epochs))
+    _, metrics, stats = train_pairs(cfg, policy, records, workdir, policy.params, policy.params,
+                                    float(cfg.train.epochs))
     summary = {**stats, **{f"final_{k}": v for k, v in metrics.items()
                            if k in ("loss", "reward_accuracy", "reward_margin", "logp_chosen", "logp_rejected")}}
     write_manifest(workdir / "manifest.json", cfg, **summary)

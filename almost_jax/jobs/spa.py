@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
-from almost_jax.checkpoints.load import load_model_params
 from almost_jax.data import chat
 from almost_jax.data.schemas import ComparisonRecord, PromptRecord, load_jsonl, write_jsonl_atomic
 from almost_jax.data.lm_data import RowBatches
 from almost_jax.jobs.common import read_manifest, run_job, write_manifest
-from almost_jax.jobs.dpo import load_policy, train_pairs
+from almost_jax.jobs.dpo import Policy, load_policy, train_pairs
 from almost_jax.learners import preference, spa
 from almost_jax.models.llama import CausalLM
 from almost_jax.sampling import Sampler, SamplingConfig
@@ -47,7 +46,7 @@ def refine_alpha_rows(sc: ConfigDict, seed: int):
     return rows
 
 
-def self_label(sampler: Sampler, model, tokenizer, cfg: ConfigDict, queries: list[str], policy, reference,
+def self_label(sampler: Sampler, start: Policy, cfg: ConfigDict, queries: list[str], policy, reference,
                seed: int, label: str) -> list[ComparisonRecord]:
     """Sample K replies per query from `policy`, label the extreme pair by implicit reward."""
     k = int(cfg.spa.samples_per_prompt)
@@ -55,9 +54,10 @@ def self_label(sampler: Sampler, model, tokenizer, cfg: ConfigDict, queries: lis
     comps = list(sampler.generate(prompts, seed=seed, progress=False, params=policy))
     replies = [chat.extract_reply(c.text) for c in comps]
     turns = [chat.format_turn(chat.HUMAN, q) for q in queries for _ in range(k)]
-    rows, _ = preference.response_arrays(tokenizer, turns, replies, int(cfg.data.prompt_len), int(cfg.data.response_len))
-    logp = lambda p: preference.batched_logprobs(model, p, rows, int(cfg.data.prompt_len),  # noqa: E731
-                                                 int(cfg.ref_batch_size), tokenizer.vocab_size)
+    tok = start.tokenizer
+    rows, _ = preference.response_arrays(tok, turns, replies, int(cfg.data.prompt_len), int(cfg.data.response_len))
+    logp = lambda p: preference.batched_logprobs(sampler.model, p, rows, int(cfg.data.prompt_len),  # noqa: E731
+                                                 int(cfg.ref_batch_size), tok.vocab_size, start.mesh, start.rules)
     rewards = spa.implicit_rewards(logp(policy), logp(reference)).reshape(len(queries), k)
     grouped = [replies[i * k:(i + 1) * k] for i in range(len(queries))]
     return spa.label_by_implicit_reward(turns[::k], grouped, rewards, label)
@@ -66,18 +66,19 @@ def self_label(sampler: Sampler, model, tokenizer, cfg: ConfigDict, queries: lis
 def run(cfg: ConfigDict) -> dict:
     out = Path(cfg.workdir)
     sc = cfg.spa
-    model_cfg, tok, sft = load_policy(cfg)
-    model = CausalLM(model_cfg)
+    start = load_policy(cfg)
+    sft = start.params
     seed_pairs = load_jsonl(cfg.data.seed_pairs, ComparisonRecord, cfg.data.on_error)
     prompts = load_jsonl(cfg.data.prompts, PromptRecord, cfg.data.on_error) if int(sc.iterations) else []
     sizes = [int(n) for n in sc.prompts_per_iteration]
     if len(sizes) < int(sc.iterations) or sum(sizes[:int(sc.iterations)]) > len(prompts):
         raise ValueError(f"spa: {sc.iterations} iterations need prompts_per_iteration for each "
                          f"({sizes}) and that many fresh prompts ({len(prompts)} in {cfg.data.prompts})")
-    sampler = Sampler(model, None, tok, SamplingConfig(
+    sampler = Sampler(CausalLM(start.model_cfg), None, start.tokenizer, SamplingConfig(
         temperature=float(sc.sampling.temperature), top_p=float(sc.sampling.top_p),
         max_new_tokens=int(sc.sampling.max_new_tokens), n=int(sc.samples_per_prompt),
-        stop_strings=tuple(sc.sampling.stop_strings)), batch_size=int(sc.sampling_batch_size), bucket=32)
+        stop_strings=tuple(sc.sampling.stop_strings)), batch_size=int(sc.sampling_batch_size), bucket=32,
+        mesh=start.mesh, rules=start.rules)
     summary, policy, offset = {}, sft, 0
     for i in range(int(sc.iterations) + 1):
         rdir = out / f"round_{i}"
@@ -90,18 +91,17 @@ def run(cfg: ConfigDict) -> dict:
             if done:
                 records = load_jsonl(rdir / "pairs.jsonl", ComparisonRecord)
             else:
-                records = self_label(sampler, model, tok, cfg, queries, policy, sft, int(sc.seed) * 1000 + i,
-                                     f"spa-{i}")
+                records = self_label(sampler, start, cfg, queries, policy, sft, int(sc.seed) * 1000 + i, f"spa-{i}")
                 rdir.mkdir(parents=True, exist_ok=True)
                 write_jsonl_atomic(rdir / "pairs.jsonl", records)
             epochs, ref = float(sc.iteration_epochs), policy
             smoothing, extra = spa.make_smoothing_fn(float(sc.quantile)), refine_alpha_rows(sc, int(cfg.train.seed))
         if done:
-            policy = load_model_params(rdir / "params", model_cfg)
+            policy = start.load(rdir / "params")
             stats = done["round"]
         else:
-            policy, metrics, stats = train_pairs(cfg, model_cfg, tok, records, rdir, policy, ref, epochs, smoothing,
-                                                 extra, desc=f"spa-{i}")
+            policy, metrics, stats = train_pairs(cfg, start, records, rdir, policy, ref, epochs, smoothing, extra,
+                                                 desc=f"spa-{i}")
             stats.update({f"final_{k}": v for k, v in metrics.items()
                           if k in ("loss", "reward_accuracy", "reward_margin", "label_smoothing")})
             write_manifest(rdir / "manifest.json", cfg, round=stats)

@@ -18,6 +18,7 @@ carries `ref_chosen_logp` / `ref_rejected_logp`) or computed on the fly from ref
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional
 
 import jax
@@ -28,6 +29,8 @@ from almost_jax.data import chat
 from almost_jax.data.sft_data import example_from_pair
 from almost_jax.data.truncation import Truncations
 from almost_jax.learners.rl import response_logits, rollout_arrays, token_logprobs
+from almost_jax.parallel import DEFAULT_RULES, batch_sharding, mesh_context
+from almost_jax.parallel.shard import to_global, to_host
 
 LOSSES = ("sigmoid", "ipo")
 SIDES = ("chosen", "rejected")
@@ -126,28 +129,31 @@ def pair_logprobs(model, params, batch, prompt_len: int, valid_vocab: int = 0):
 
 
 def batched_logprobs(model, params, rows: dict[str, np.ndarray], prompt_len: int, batch_size: int,
-                     valid_vocab: int = 0) -> np.ndarray:
+                     valid_vocab: int = 0, mesh=None, rules=None) -> np.ndarray:
     """Summed response log-probs [N] of `rows` (input_ids, attention_mask, response_mask) in one
-    pass of fixed-size batches (the last one padded with repeated rows: one compiled program)."""
+    pass of fixed-size batches (the last one padded with repeated rows: one compiled program). With
+    a `mesh`, `params` are sharded on it and each batch is split over its data axes."""
     fn = jax.jit(lambda p, ids, attn, m: sequence_logprobs(model, p, ids, attn, m, prompt_len, valid_vocab))
+    keys = ("input_ids", "attention_mask", "response_mask")
+    place = (lambda x: to_global(x, batch_sharding(mesh, x.ndim))) if mesh is not None else jnp.asarray
     n = len(rows["input_ids"])
     out = np.zeros(n, np.float32)
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n
-        lp = jax.device_get(fn(params, *(jnp.asarray(rows[k][idx]) for k in ("input_ids", "attention_mask",
-                                                                                "response_mask"))))
-        keep = min(batch_size, n - start)
-        out[start:start + keep] = lp[:keep]
+    with (mesh_context(mesh, rules or DEFAULT_RULES) if mesh is not None else contextlib.nullcontext()):
+        for start in range(0, n, batch_size):
+            idx = np.arange(start, start + batch_size) % n
+            lp = to_host(fn(params, *(place(rows[k][idx]) for k in keys)))
+            keep = min(batch_size, n - start)
+            out[start:start + keep] = lp[:keep]
     return out
 
 
 def reference_logprobs(model, params, arrays: dict[str, np.ndarray], prompt_len: int, batch_size: int,
-                       valid_vocab: int = 0) -> dict[str, np.ndarray]:
+                       valid_vocab: int = 0, mesh=None, rules=None) -> dict[str, np.ndarray]:
     """The pass over the pairs with the reference params before training: `ref_chosen_logp`,
     `ref_rejected_logp` [N]."""
     return {f"ref_{side}_logp": batched_logprobs(model, params, {k: arrays[f"{side}_{k}"] for k in
                                                                   ("input_ids", "attention_mask", "response_mask")},
-                                                 prompt_len, batch_size, valid_vocab) for side in SIDES}
+                                                 prompt_len, batch_size, valid_vocab, mesh, rules) for side in SIDES}
 
 
 # ----- the loss -----
