@@ -15,8 +15,8 @@ from almost_jax.miniworld import oracle
 
 # ----- DPO family -----
 
-PC, PR = jnp.array([-1.0, -2.0]), jnp.array([-2.0, -1.0])  # policy log-probs of chosen / rejected
-RC, RR = jnp.array([-1.5, -1.5]), jnp.array([-1.5, -1.5])  # reference: h = [1, -1]
+PC, PR = jnp.array([-1.0, -2.0]), jnp.array([-3.0, -1.0])  # policy log-probs of chosen / rejected: [2, -1]
+RC, RR = jnp.array([-1.5, -1.5]), jnp.array([-2.5, -1.5])  # reference [1, 0]: h = [1, -1]
 SP_POS, SP_NEG = math.log(1 + math.exp(-0.5)), math.log(1 + math.exp(0.5))  # -log s(0.5), -log s(-0.5)
 
 
