@@ -91,21 +91,25 @@ def add_preference_blocks(cfg: ConfigDict) -> ConfigDict:
     options and training budget; pipeline/preference_stages derives the job configs from them."""
     with cfg.unlocked():
         # DPO on the synthetic comparisons (and, as a control, on the same pairs relabelled by the
-        # oracle). lr / epochs sized like the mini SFT (lr 1e-3 there); beta from the recipes.
+        # oracle). AlpacaFarm's DPO recipe (beta 0.1, 2 epochs) with its SFT:DPO learning-rate ratio
+        # (2e-5 : 1e-6) applied to the mini SFT's 1e-3; max_pairs 0 = every pair.
         cfg.dpo = ConfigDict(dict(
             loss="sigmoid", beta=0.1, label_smoothing=0.0, reference="precomputed",
-            lr=1e-5, epochs=1.0, batch_size=32, max_pairs=0, prompt_len=48, response_len=24, seed=0,
+            lr=5e-5, epochs=2.0, batch_size=32, max_pairs=0, prompt_len=48, response_len=24, seed=0,
         ))
-        # SPA, seeded with a few gold-labelled pairs (the oracle's labels on synthetic pairs: the
-        # seed plays the role of SPA's small human-labelled set), then iterations on fresh RL queries.
+        # SPA, seeded with a few gold-labelled pairs (the oracle's labels on synthetic pairs stand in
+        # for SPA's small human-labelled seed), then rounds on fresh RL queries (150 each: the RL set
+        # has 300). SPA's recipe: K=2 at temperature 0.7, beta 0.1, alpha 0.1, 10% quantile, 20%
+        # warm-up, 3 seed epochs, 1 per round; lr from its SFT:DPO ratio (2e-5 : 5e-7) on the mini 1e-3.
         cfg.spa = ConfigDict(dict(
             seed_pairs=200, iterations=2, prompts_per_iteration=(150, 150), samples_per_prompt=2,
             seed_epochs=3.0, iteration_epochs=1.0, alpha=0.1, quantile=0.1, warmup_fraction=0.2,
-            beta=0.1, lr=1e-5, batch_size=16, temperature=0.7, max_new_tokens=16, seed=0,
+            beta=0.1, lr=2.5e-5, batch_size=16, temperature=0.7, max_new_tokens=16, seed=0,
         ))
         # CUT: judgments of SFT replies on the RL queries come from the oracle's explanation of what
         # is wrong (oracle.explain): the supervision signal CUT is defined to learn from (like a
-        # human critique), not an evaluation leak; evaluation is on held-out tasks.
+        # human critique), not an evaluation leak; evaluation is on held-out tasks. lambda 1.1 and
+        # alpha 1.0 (README, online setting), gamma 0 (the code); lr a tenth of the mini SFT's.
         cfg.cut = ConfigDict(dict(
             threshold=1.1, alpha=1.0, gamma=0.0, positive_ratio=0.25, samples_per_prompt=2, temperature=1.0,
             lr=1e-4, epochs=2.0, batch_size=16, prompt_len=64, response_len=24, seed=0,

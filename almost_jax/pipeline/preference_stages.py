@@ -208,3 +208,11 @@ def run_cut(cfg: ConfigDict, out: Path) -> dict:
     judged = sample_judgments(cfg, queries, out / "judgments.jsonl")
     result = cut.run(cut_job(cfg, out, out / "judgments.jsonl"))
     return _scored(cfg, out, "cut", "CUT (oracle judgments of SFT replies)", {**judged, **result})
+
+
+def preference_stages():
+    """The four stages with the config blocks each reads (for the pipeline's optional stages; each
+    also reads the SFT stage's outputs and `policy_eval`)."""
+    from almost_jax.pipeline.stages import Stage
+    return [Stage("dpo", ("dpo",), run_dpo), Stage("dpo_oracle", ("dpo",), run_dpo_oracle),
+            Stage("spa", ("spa", "dpo"), run_spa), Stage("cut", ("cut",), run_cut)]
