@@ -3,6 +3,7 @@ relabels pairs as the oracle scores them; SPA's warm-up column follows the train
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from almost_jax.config_lib import load_config_file
 from almost_jax.data.lm_data import RowBatches
@@ -50,3 +51,35 @@ def test_spa_warmup_column_follows_the_batch_order():
     warm = np.concatenate([batches.global_indices(0), batches.global_indices(1)])
     np.testing.assert_allclose(alpha[warm], 0.0)
     np.testing.assert_allclose(np.delete(alpha, warm), 0.1)
+
+
+@pytest.mark.slow
+def test_stages_run_on_a_toy_workdir(tmp_path):
+    """The four stage runners end to end on a toy world (untrained mini-s as the "SFT" policy, pairs
+    made from the tasks' answers): each writes its policy and a `policies` entry the report reads."""
+    import jax
+    from almost_jax.checkpoints.orbax_io import save_params
+    from almost_jax.data.schemas import PromptRecord, load_jsonl, write_jsonl_atomic
+    from almost_jax.miniworld.build import build_world
+    from almost_jax.models.config import get_config
+    from almost_jax.models.llama import init_params
+    cfg = add_preference_blocks(load_config_file(REPO / "configs" / "mini.py", [f"workdir={tmp_path}"]))
+    cfg.world.update(dict(n_docs=300, eval_per_family=2, seed_queries_per_family=8))
+    cfg.sampling_batch_size = 16
+    build_world(cfg.world, tmp_path / "world")
+    save_params(tmp_path / "sft" / "rm" / "params", init_params(get_config(cfg.family[cfg.sft_member].preset),
+                                                                jax.random.key(0)))
+    seeds = load_jsonl(tmp_path / "world" / "seed_queries.jsonl", PromptRecord)
+    write_jsonl_atomic(tmp_path / "queries" / "rl.jsonl", seeds)
+    write_jsonl_atomic(tmp_path / "comparisons" / "comparisons.jsonl", [
+        ComparisonRecord(prompt=f"\n\nHuman: {q.prompt}", chosen=q.meta["answer"], rejected=wrong, id=f"{q.id}-{i}",
+                         provenance=Provenance("A", "D"))
+        for i, q in enumerate(seeds) for wrong in ("No.", "Human: what?")])
+    cfg.dpo.update(dict(batch_size=8, epochs=0.5))
+    cfg.spa.update(dict(seed_pairs=16, iterations=1, prompts_per_iteration=(16,), batch_size=8, seed_epochs=1.0))
+    cfg.cut.update(dict(batch_size=4, epochs=1.0, positive_ratio=1.0))
+    for name, run in (("dpo", S.run_dpo), ("dpo_oracle", S.run_dpo_oracle), ("spa", S.run_spa), ("cut", S.run_cut)):
+        summary = run(cfg, tmp_path / name)
+        (entry,) = summary["policies"].values()
+        assert Path(entry["params"]).exists() and 0.0 <= summary["policy_score"] <= 1.0, (name, summary)
+    assert summary["judgments"] > 0 and summary["negative"] > 0
