@@ -88,7 +88,7 @@ def run(cfg: ConfigDict) -> dict:
         else:
             queries = [p.prompt for p in prompts[offset:offset + sizes[i - 1]]]
             offset += sizes[i - 1]
-            if done:
+            if (rdir / "pairs.jsonl").exists():  # labelled before a restart: the same pairs again
                 records = load_jsonl(rdir / "pairs.jsonl", ComparisonRecord)
             else:
                 records = self_label(sampler, start, cfg, queries, policy, sft, int(sc.seed) * 1000 + i, f"spa-{i}")
