@@ -19,6 +19,7 @@ carries `ref_chosen_logp` / `ref_rejected_logp`) or computed on the fly from ref
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Optional
 
 import jax
@@ -128,12 +129,18 @@ def pair_logprobs(model, params, batch, prompt_len: int, valid_vocab: int = 0):
     return logp[:n], logp[n:]
 
 
+@functools.lru_cache(maxsize=16)
+def _logprob_fn(model, prompt_len: int, valid_vocab: int):
+    """One jitted scorer per (model, layout): passes over chosen, rejected and later rounds reuse it."""
+    return jax.jit(lambda p, ids, attn, m: sequence_logprobs(model, p, ids, attn, m, prompt_len, valid_vocab))
+
+
 def batched_logprobs(model, params, rows: dict[str, np.ndarray], prompt_len: int, batch_size: int,
                      valid_vocab: int = 0, mesh=None, rules=None) -> np.ndarray:
     """Summed response log-probs [N] of `rows` (input_ids, attention_mask, response_mask) in one
     pass of fixed-size batches (the last one padded with repeated rows: one compiled program). With
     a `mesh`, `params` are sharded on it and each batch is split over its data axes."""
-    fn = jax.jit(lambda p, ids, attn, m: sequence_logprobs(model, p, ids, attn, m, prompt_len, valid_vocab))
+    fn = _logprob_fn(model, prompt_len, valid_vocab)
     keys = ("input_ids", "attention_mask", "response_mask")
     place = (lambda x: to_global(x, batch_sharding(mesh, x.ndim))) if mesh is not None else jnp.asarray
     n = len(rows["input_ids"])
