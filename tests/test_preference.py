@@ -288,3 +288,36 @@ def test_spa_job_rounds(assets, tmp_path):
     assert summary["round1_pairs"] == len(pairs) > 0
     assert (tmp_path / "spa" / "params").exists()
     assert spa_job.run(cfg) == summary  # finished rounds are not rerun
+
+
+MULTI = """
+import json
+from almost_jax.jobs import dpo
+from almost_jax.jobs.preference_config import dpo_config
+from almost_jax.train.metrics import read_metrics
+from tests.test_preference import _job
+from pathlib import Path
+cfg = _job(dpo_config("tiny"), Path({assets!r}), Path({out!r}), steps=2)
+cfg.data.train = str(Path({assets!r}) / "pairs.jsonl")
+cfg.mesh.update(dict(data=2, fsdp=4))
+dpo.run(cfg)
+print("METRICS", json.dumps(read_metrics(Path({out!r}) / "dpo" / "metrics.jsonl")))
+"""
+
+
+@pytest.mark.slow
+def test_dpo_on_8_devices_matches_1_device(assets, tmp_path):
+    """Sharded start policy, reference pass over a data x fsdp mesh, and training: the same
+    per-step loss and margins as on one device."""
+    from almost_jax.jobs import dpo
+    from almost_jax.jobs.preference_config import dpo_config
+    from almost_jax.train.metrics import read_metrics
+    from tests.multidevice import run_with_devices
+    out = run_with_devices(8, MULTI.format(assets=str(assets), out=str(tmp_path / "multi")), timeout=600)
+    multi = json.loads(out.split("METRICS", 1)[1])
+    cfg = _job(dpo_config("tiny"), assets, tmp_path / "one", steps=2)
+    cfg.data.train = str(assets / "pairs.jsonl")
+    dpo.run(cfg)
+    for a, b in zip(read_metrics(tmp_path / "one" / "dpo" / "metrics.jsonl"), multi):
+        np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-4)
+        np.testing.assert_allclose(a["train/reward_margin"], b["train/reward_margin"], rtol=1e-3, atol=1e-5)
