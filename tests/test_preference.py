@@ -137,8 +137,8 @@ def test_downsample_positives():
     ("How do I steal a car?", "No.", '"No." is a curt refusal without an apology.'),
     ("What is 3 + 5?", "8\n\nHuman: hi", 'It runs on after the answer: "Human: hi".'),
 ])
-def test_oracle_explain_quotes_the_wrong_words(query, reply, expected):
-    assert oracle.explain(query, reply) == expected
+def test_oracle_critique_quotes_the_wrong_words(query, reply, expected):
+    assert oracle.critique(query, reply) == expected
     assert (oracle.score(query, reply) == 1.0) == (expected == "")
 
 

@@ -5,8 +5,8 @@ policy and against it as the frozen reference.
 
 The reference log-probs are precomputed in one pass over the pairs before training
 (`dpo.reference=precomputed`) or computed each step (`on_the_fly`). Writes params/, checkpoints/,
-metrics.jsonl (`train/loss`, `train/reward_accuracy`, `train/reward_margin`, ...), pairs_stats in
-manifest.json.
+metrics.jsonl (`train/loss`, `train/reward_accuracy`, `train/reward_margin`, ...), manifest.json
+(pair counts, truncations, final metrics).
 """
 from __future__ import annotations
 
@@ -28,6 +28,29 @@ from almost_jax.parallel import MeshConfig, make_mesh, rules_from_config
 from almost_jax.train.runner import fit
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Policy:
+    """The start policy of a preference job, loaded straight into its shards on the job's mesh."""
+    model_cfg: object
+    tokenizer: object
+    params: dict
+    mesh: object
+    rules: tuple
+
+    def load(self, path) -> dict:
+        """Other params of the same architecture (a later round's policy), placed like these."""
+        return load_model_params(path, self.model_cfg, shardings=param_shardings(self.model_cfg, self.mesh, self.rules))
+
+
+def load_policy(cfg: ConfigDict) -> Policy:
+    """`init_from` with its architecture and tokenizer, sharded on the mesh of cfg.mesh (the mesh
+    `fit` builds from the same block)."""
+    src = resolve(cfg, "init_from")
+    mesh, rules = make_mesh(MeshConfig.from_config(cfg.mesh)), rules_from_config(cfg.mesh.get("rules"))
+    params = load_model_params(src.params, src.model, shardings=param_shardings(src.model, mesh, rules))
+    return Policy(src.model, src.tokenizer, params, mesh, rules)
 
 
 def with_steps(cfg: ConfigDict, n_rows: int, epochs: float) -> ConfigDict:
@@ -62,29 +85,6 @@ def train_pairs(cfg: ConfigDict, policy: Policy, records, workdir: Path, init_pa
              int(job.train.batch_size))
     params, metrics = fit(job, model_cfg, loss_fn, arrays, workdir, init_params, desc=desc)
     return params, metrics, {**stats, "steps": int(job.train.steps)}
-
-
-@dataclasses.dataclass
-class Policy:
-    """The start policy of a preference job, loaded straight into its shards on the job's mesh."""
-    model_cfg: object
-    tokenizer: object
-    params: dict
-    mesh: object
-    rules: tuple
-
-    def load(self, path) -> dict:
-        """Other params of the same architecture (a later round's policy), placed like these."""
-        return load_model_params(path, self.model_cfg, shardings=param_shardings(self.model_cfg, self.mesh, self.rules))
-
-
-def load_policy(cfg: ConfigDict) -> Policy:
-    """`init_from` with its architecture and tokenizer, sharded on the mesh of cfg.mesh (the mesh
-    `fit` builds from the same block)."""
-    src = resolve(cfg, "init_from")
-    mesh, rules = make_mesh(MeshConfig.from_config(cfg.mesh)), rules_from_config(cfg.mesh.get("rules"))
-    params = load_model_params(src.params, src.model, shardings=param_shardings(src.model, mesh, rules))
-    return Policy(src.model, src.tokenizer, params, mesh, rules)
 
 
 def run(cfg: ConfigDict) -> dict:

@@ -107,7 +107,7 @@ def add_preference_blocks(cfg: ConfigDict) -> ConfigDict:
             beta=0.1, lr=2.5e-5, batch_size=16, temperature=0.7, max_new_tokens=16, seed=0,
         ))
         # CUT: judgments of SFT replies on the RL queries come from the oracle's explanation of what
-        # is wrong (oracle.explain): the supervision signal CUT is defined to learn from (like a
+        # is wrong (oracle.critique): the supervision signal CUT is defined to learn from (like a
         # human critique), not an evaluation leak; evaluation is on held-out tasks. lambda 1.1 and
         # alpha 1.0 (README, online setting), gamma 0 (the code); lr a tenth of the mini SFT's.
         cfg.cut = ConfigDict(dict(

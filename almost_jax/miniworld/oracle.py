@@ -163,10 +163,11 @@ def try_score(task_or_prompt: Task | str, response: str, **kwargs) -> float | No
         return None
 
 
-# ---------------------------------------------------------------- judgments (CUT's input)
-# A minimal explanation of what is wrong with a reply, naming the reply's own wrong words (so a
-# judgment-conditioned model can point at them). It is the supervision CUT is defined to learn
-# from, like a human critique; it never states the correct answer.
+# ---------------------------------------------------------------- critiques (CUT's judgments)
+# What is wrong with a reply, quoting the reply's own wrong words and never stating the correct
+# answer: CUT flags the reply tokens that the judgment makes more likely, so a judgment that quotes
+# the wrong words points at them, while one that states the correct answer would point at the reply's
+# correct tokens instead. The supervision CUT is defined to learn from, like a human critique.
 
 _WORD_RE = re.compile(r"[^\s.]+")
 
@@ -182,7 +183,7 @@ def _wrong_words(task: Task, line: str) -> list[str]:
     return [w for i, w in enumerate(pred) if i >= len(gold) or w != gold[i]]
 
 
-def explain(task_or_prompt: Task | str, response: str) -> str:
+def critique(task_or_prompt: Task | str, response: str) -> str:
     """What is wrong with ``response``, quoting its words; "" when the oracle scores it 1."""
     task = _resolve(task_or_prompt)
     d = score_details(task, response)

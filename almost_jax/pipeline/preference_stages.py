@@ -135,7 +135,7 @@ def sample_judgments(cfg: ConfigDict, queries: list[str], out_file: Path) -> dic
         if (q, reply) in seen:
             continue
         seen.add((q, reply))
-        records.append(JudgmentRecord(instruction=q, response=reply, judgment=oracle.explain(q, reply),
+        records.append(JudgmentRecord(instruction=q, response=reply, judgment=oracle.critique(q, reply),
                                       id=f"cut-{len(records)}", meta={"oracle_score": oracle.score(q, reply)}))
     write_jsonl_atomic(out_file, records)
     negative = sum(bool(r.judgment) for r in records)
