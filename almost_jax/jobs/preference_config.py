@@ -104,7 +104,8 @@ def add_preference_blocks(cfg: ConfigDict) -> ConfigDict:
         cfg.spa = ConfigDict(dict(
             seed_pairs=200, iterations=2, prompts_per_iteration=(150, 150), samples_per_prompt=2,
             seed_epochs=3.0, iteration_epochs=1.0, alpha=0.1, quantile=0.1, warmup_fraction=0.2,
-            beta=0.1, lr=2.5e-5, batch_size=16, temperature=0.7, max_new_tokens=16, seed=0,
+            beta=0.1, lr=2.5e-5, batch_size=16, temperature=0.7, max_new_tokens=16, prompt_len=48, response_len=24,
+            seed=0,
         ))
         # CUT: judgments of SFT replies on the RL queries come from the oracle's explanation of what
         # is wrong (oracle.critique): the supervision signal CUT is defined to learn from (like a

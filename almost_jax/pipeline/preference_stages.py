@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
+from almost_jax.jobs.preference_config import add_preference_blocks  # noqa: F401  (the blocks the stages read)
 from almost_jax.pipeline.job_configs import sampler_setup, world_paths
 from almost_jax.pipeline.report import policy_scores
 
@@ -63,7 +64,7 @@ def spa_job(cfg: ConfigDict, out: Path, seed_file: Path) -> ConfigDict:
     job = _from_sft(spa_config(), cfg, out, s)
     with job.unlocked():
         job.data.update(dict(seed_pairs=str(seed_file), prompts=str(Path(cfg.workdir) / "queries" / "rl.jsonl"),
-                             prompt_len=int(cfg.dpo.prompt_len), response_len=int(cfg.dpo.response_len)))
+                             prompt_len=int(s.prompt_len), response_len=int(s.response_len)))
         job.dpo.beta = float(s.beta)
         job.spa.update(dict(iterations=int(s.iterations), prompts_per_iteration=tuple(s.prompts_per_iteration),
                             samples_per_prompt=int(s.samples_per_prompt), seed_epochs=float(s.seed_epochs),
@@ -151,14 +152,19 @@ def _scored(cfg: ConfigDict, out: Path, key: str, label: str, summary: dict) -> 
             "policies": {key: {"label": label, "params": str(out / "params")}}}
 
 
-def _pairs(cfg: ConfigDict):
+def _synthetic_pairs(cfg: ConfigDict, max_pairs: int = 0, seed: int = 0):
+    """The comparisons stage's synthetic pairs (the RM's training pairs); `max_pairs` > 0 keeps a
+    random subset of that many, in file order."""
     from almost_jax.data.schemas import ComparisonRecord, load_jsonl
     records = load_jsonl(Path(cfg.workdir) / "comparisons" / "comparisons.jsonl", ComparisonRecord)
-    n = int(cfg.dpo.max_pairs)
-    if 0 < n < len(records):
-        idx = np.random.default_rng(int(cfg.dpo.seed)).permutation(len(records))[:n]
+    if 0 < max_pairs < len(records):
+        idx = np.random.default_rng(seed).permutation(len(records))[:max_pairs]
         records = [records[i] for i in sorted(idx)]
     return records
+
+
+def _pairs(cfg: ConfigDict):
+    return _synthetic_pairs(cfg, int(cfg.dpo.max_pairs), int(cfg.dpo.seed))
 
 
 def run_dpo(cfg: ConfigDict, out: Path) -> dict:
@@ -191,9 +197,9 @@ def run_spa(cfg: ConfigDict, out: Path) -> dict:
     from almost_jax.data.schemas import write_jsonl_atomic
     from almost_jax.jobs import spa
     out.mkdir(parents=True, exist_ok=True)
-    seed = oracle_labelled(_pairs(cfg))
-    rng = np.random.default_rng(int(cfg.spa.seed))
-    seed = [seed[i] for i in sorted(rng.permutation(len(seed))[:int(cfg.spa.seed_pairs)])]
+    labelled = oracle_labelled(_synthetic_pairs(cfg))
+    keep = np.random.default_rng(int(cfg.spa.seed)).permutation(len(labelled))[:int(cfg.spa.seed_pairs)]
+    seed = [labelled[i] for i in sorted(keep)]
     write_jsonl_atomic(out / "seed_pairs.jsonl", seed)
     result = spa.run(spa_job(cfg, out, out / "seed_pairs.jsonl"))
     return _scored(cfg, out, "spa", f"SPA ({len(seed)} gold seed pairs, {cfg.spa.iterations} rounds)", result)
@@ -209,10 +215,3 @@ def run_cut(cfg: ConfigDict, out: Path) -> dict:
     result = cut.run(cut_job(cfg, out, out / "judgments.jsonl"))
     return _scored(cfg, out, "cut", "CUT (oracle judgments of SFT replies)", {**judged, **result})
 
-
-def preference_stages():
-    """The four stages with the config blocks each reads (for the pipeline's optional stages; each
-    also reads the SFT stage's outputs and `policy_eval`)."""
-    from almost_jax.pipeline.stages import Stage
-    return [Stage("dpo", ("dpo",), run_dpo), Stage("dpo_oracle", ("dpo",), run_dpo_oracle),
-            Stage("spa", ("spa", "dpo"), run_spa), Stage("cut", ("cut",), run_cut)]
