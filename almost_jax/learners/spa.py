@@ -9,8 +9,8 @@ with noise-aware self-refinement (peers.md 3).
   `quantile` point of recent margins, is suspected noisy and trained with label smoothing alpha;
   the rest get plain DPO: eps_i = alpha * (1 - 1[m_i > tau]) in learners/preference.dpo_losses.
   tau = the mean of the sorted margins at positions int(n * quantile) and the one after (SPA: a
-  window of the last 50 per-example margins, quantile 0.1). Here the window is the current batch,
-  so the step stays a pure function; alpha is 0 for the first `warmup_fraction` of the steps
+  window of the last 50 per-example margins, quantile 0.1). Here the window is the current batch
+  (each micro-batch under gradient accumulation), so the step stays a pure function; alpha is 0 for the first `warmup_fraction` of the steps
   (SPA: 20%), carried per row as `refine_alpha` (see `refine_alpha_column`).
 * Not implemented: SPA's de-coupled noise detection (margins from logits extrapolated between
   policy and reference); its shipped config has it off (`decouple_denoising=1`).
