@@ -113,6 +113,6 @@ def add_preference_blocks(cfg: ConfigDict) -> ConfigDict:
         # alpha 1.0 (README, online setting), gamma 0 (the code); lr a tenth of the mini SFT's.
         cfg.cut = ConfigDict(dict(
             threshold=1.1, alpha=1.0, gamma=0.0, positive_ratio=0.25, samples_per_prompt=2, temperature=1.0,
-            lr=1e-4, epochs=2.0, batch_size=16, prompt_len=64, response_len=24, seed=0,
+            lr=1e-4, epochs=2.0, batch_size=16, prompt_len=96, response_len=24, seed=0,
         ))
     return cfg
