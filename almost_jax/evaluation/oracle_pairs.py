@@ -83,9 +83,10 @@ def agreement_breakdown(comparisons) -> dict:
 
 def oracle_relabelled(comparisons) -> list[ComparisonRecord]:
     """CONTROL ONLY (configs/mini_control.py): the same pairs ordered by the oracle instead of the
-    synthetic prior (swapped where the oracle prefers the rejected reply, dropped where it ties), to
-    measure what the RM / self-play / SFT machinery does with a perfect labeller. Never used by the
-    default pipeline: there the oracle only evaluates."""
+    synthetic prior (swapped where the oracle prefers the rejected reply: `filters["flipped"]`;
+    dropped where it ties), to measure what the RM / self-play / SFT / DPO machinery does with a
+    perfect labeller; also SPA's small labelled seed (pipeline/preference_stages.py). Never used by
+    the default pipeline: there the oracle only evaluates."""
     out = []
     for c in comparisons:
         sc, sr = _pair_scores(c)
@@ -95,7 +96,8 @@ def oracle_relabelled(comparisons) -> list[ComparisonRecord]:
             (c.rejected, c.chosen, Provenance(c.provenance.rejected_setup, c.provenance.chosen_setup, dict(c.provenance.filters)))
         out.append(ComparisonRecord(prompt=c.prompt, chosen=chosen, rejected=rejected, id=c.id, meta=dict(c.meta),
                                     provenance=Provenance(prov.chosen_setup, prov.rejected_setup,
-                                                          {**prov.filters, "label": "oracle (control)"})))
+                                                          {**prov.filters, "label": "oracle (control)",
+                                                           "flipped": bool(sc < sr)})))
     return out
 
 
