@@ -1,6 +1,7 @@
 """Scoring policies on the held-out tasks, and the report stage: every policy's oracle score, RM
 score and win-rates against the prompted baseline, plus each stage's summary, in report.md,
-summary.json and plots."""
+summary.json and plots. Each enabled method stage (cfg.methods) adds the rows its summary lists
+under "policies" (method_stages.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,6 +29,29 @@ def policy_replies(cfg: ConfigDict, params_path: Path, preset: str, template: st
 def policy_scores(cfg: ConfigDict, params_path: Path, preset: str, template: str = "", n_shots: int = 0) -> dict:
     """Oracle scores of a policy on the held-out tasks."""
     return policy_replies(cfg, params_path, preset, template, n_shots)[0]
+
+
+def method_policies(cfg: ConfigDict, tasks) -> tuple[list[tuple[str, str, list[str]]], dict]:
+    """(key, label, replies on the held-out tasks) of every policy the enabled method stages list,
+    and each stage's summary without its policies (a report section)."""
+    import json
+    from almost_jax.jobs.common import read_manifest
+    root = Path(cfg.workdir)
+    small = cfg.family[cfg.sft_member].preset
+    rows, sections = [], {}
+    for stage in cfg.get("methods", ()):
+        summary = dict((read_manifest(root / stage / "manifest.json") or {}).get("summary", {}))
+        for key, entry in summary.pop("policies", {}).items():
+            if "params" in entry:
+                replies = policy_replies(cfg, Path(entry["params"]), small)[1]
+            elif "replies" in entry:
+                by_id = json.loads(Path(entry["replies"]).read_text())
+                replies = [by_id.get(t.id, "") for t in tasks]
+            else:
+                raise ValueError(f"{root / stage / 'manifest.json'}: policy {key!r} has neither params nor replies")
+            rows.append((key, entry["label"], replies))
+        sections[stage] = summary
+    return rows, sections
 
 
 def run_report(cfg: ConfigDict, out: Path) -> dict:
@@ -60,14 +84,16 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
                              ("ppo", "PPO from SFT (RM)", root / "ppo" / "params")):
         if path.exists():
             policies.append((key, label, policy_replies(cfg, path, small)[1]))
+    methods, method_sections = method_policies(cfg, tasks)
+    policies += methods
+    contexts = [chat.format_turn(chat.HUMAN, q) for q in queries]  # what the judges and the RM read
     rows = []
     for key, label, replies in policies:
         row = {"key": key, "name": label,
                "oracle_score": float(np.mean([oracle.score(q, r) for q, r in zip(queries, replies)])),
-               "rm_score": float(np.mean(scorer.raw_scores([chat.format_turn(chat.HUMAN, q) for q in queries],
-                                                           replies)))}
+               "rm_score": float(np.mean(scorer.raw_scores(contexts, replies)))}
         for jname, judge in judges.items():
-            row[f"winrate_{jname}"], row[f"winrate_{jname}_se"] = win_rate(judge, queries, replies, base)
+            row[f"winrate_{jname}"], row[f"winrate_{jname}_se"] = win_rate(judge, contexts, replies, base)
         rows.append(row)
     rm = (read_manifest(root / "reward" / "manifest.json") or {}).get("summary", {})
     comp = (read_manifest(root / "comparisons" / "manifest.json") or {}).get("summary", {})
@@ -77,7 +103,7 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
             "RM vs oracle\n(no filter)": rm.get("rm_nofilter_oracle_agreement", float("nan"))}
     sections = {"reward_model": rm, "comparisons": comp,
                 "family": (read_manifest(root / "family_eval" / "manifest.json") or {}).get("summary", {}),
-                "ppo": (read_manifest(root / "ppo" / "manifest.json") or {}).get("summary", {})}
+                "ppo": (read_manifest(root / "ppo" / "manifest.json") or {}).get("summary", {}), **method_sections}
     write_report(out, rows, sections, bars, root / "ppo" / "metrics.jsonl")
     print(markdown_table(rows))
     return {r["key"]: round(r["oracle_score"], 4) for r in rows}
