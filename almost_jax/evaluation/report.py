@@ -1,7 +1,8 @@
 """The pipeline's report: one table, plots, and summary.json with stable keys.
 
 Rows: each sampler setup, the smallest model prompted with demonstrations (the baseline), SFT on
-RM-selected and on randomly selected self-play, and PPO. Columns: gold-oracle score, mean RM
+RM-selected and on randomly selected self-play, PPO, and the policies of every enabled method stage
+(best-of-n, expert iteration, RLOO, GRPO, ...). Columns: gold-oracle score, mean RM
 score, win-rate vs the baseline judged by the oracle and by the RM (with standard errors).
 """
 from __future__ import annotations
