@@ -94,3 +94,87 @@ def test_report_rows_from_method_policies(tmp_path, monkeypatch):
     assert rows == [("best_of_4", "best-of-4", ["2", "4"]), ("expert_iteration", "EI", ["a", "b"])]  # rloo: not run
     assert decoded == [("/ei/params", cfg.family[cfg.sft_member].preset)]
     assert sections == {"best_of_n": {"rm_best_of_4": 0.5}, "expert_iteration": {}, "rloo": {}}
+
+
+# ---------------------------------------------------------------- the stage runners on a tiny world
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """A pipeline workdir with what the method stages read: world (tokenizer, held-out tasks), the
+    SFT (RM) policy, the reward model and the RL prompts; every model 'tiny'."""
+    import shutil
+
+    from tests.test_best_of_n import tiny_reward_model
+    from tests.test_policy_eval import build_tiny_world
+    root = tmp_path_factory.mktemp("mini_root")
+    (root / "build").mkdir()
+    w = build_tiny_world(root / "build")
+    (root / "world").mkdir()
+    shutil.copy(w["tokenizer"], root / "world" / "tokenizer.model")
+    w["tokenizer"] = root / "world" / "tokenizer.model"
+    shutil.copytree(w["params"], root / "sft" / "rm" / "params")
+    tiny_reward_model(w, root / "reward" / "rm")
+    from almost_jax.miniworld.tasks import generate_tasks
+    lines = lambda k, seed: "".join(json.dumps({"id": f"t{i}", "prompt": t.instruction, "meta": {"family": "add"}}) + "\n"  # noqa: E731
+                                    for i, t in enumerate(generate_tasks("add", k, seed)))
+    (root / "world" / "eval_tasks.jsonl").write_text(lines(6, 0))
+    (root / "queries").mkdir()
+    (root / "queries" / "rl.jsonl").write_text(lines(8, 1))
+    return root
+
+
+def tiny_config(root):
+    from tests.test_policy_eval import TOKENIZER_VOCAB
+    cfg = load_config_file(REPO / "configs/mini.py", [f"workdir={root}", "family.S.preset=tiny", "sampling_batch_size=32"])
+    cfg.best_of_n.sampling.max_new_tokens = 6
+    cfg.sft.train.update(dict(steps=2, batch_size=4, seq_len=64))
+    cfg.sft.data.update(dict(eval_fraction=0.0, pack=False, allow_vocab_padding=256 - TOKENIZER_VOCAB))
+    cfg.expert_iteration.update(dict(iterations=1, n=4))
+    cfg.expert_iteration.sampling.max_new_tokens = 6
+    return cfg
+
+
+@pytest.fixture
+def padded_setups(monkeypatch):
+    """The tiny model has 256 embedding rows for the tiny tokenizer's 200 ids (the mini world's
+    models match their tokenizer): its sampler setups allow the padding."""
+    from almost_jax.pipeline import job_configs, method_stages
+    from tests.test_policy_eval import TOKENIZER_VOCAB
+    setup = job_configs.sampler_setup
+
+    def padded(*a, **k):
+        s = setup(*a, **k)
+        s.allow_vocab_padding = 256 - TOKENIZER_VOCAB
+        return s
+
+    monkeypatch.setattr(job_configs, "sampler_setup", padded)
+    monkeypatch.setattr(method_stages, "sampler_setup", padded)
+
+
+def test_best_of_n_stage_rows_are_the_rms_picks_among_the_first_n(tiny_root, tmp_path, padded_setups):
+    import numpy as np
+    from almost_jax.pipeline.method_stages import run_best_of_n
+    summary = run_best_of_n(tiny_config(tiny_root), tmp_path)
+    cands = json.loads((tmp_path / "candidates.json").read_text())
+    assert sorted(summary["policies"]) == ["best_of_1", "best_of_16", "best_of_4"]
+    for n in (1, 4, 16):
+        picks = json.loads(Path(summary["policies"][f"best_of_{n}"]["replies"]).read_text())
+        assert list(picks) == [f"t{i}" for i in range(6)]
+        for tid, c in cands.items():
+            assert len(c["replies"]) == 16
+            assert picks[tid] == c["replies"][int(np.argmax(c["rm_scores"][:n]))]
+        best = np.mean([max(c["rm_scores"][:n]) for c in cands.values()])
+        assert summary[f"rm_best_of_{n}"] == pytest.approx(best, rel=1e-6)
+    assert summary["rm_best_of_1"] <= summary["rm_best_of_4"] <= summary["rm_best_of_16"]
+
+
+@pytest.mark.slow  # one SFT round of a tiny model after 8 x 4 samples: ~1 min on 2 busy cores
+def test_expert_iteration_stage_lists_its_final_policy(tiny_root, tmp_path, padded_setups):
+    from almost_jax.pipeline.method_stages import run_expert_iteration
+    summary = run_expert_iteration(tiny_config(tiny_root), tmp_path)
+    entry = summary["policies"]["expert_iteration"]
+    assert entry["params"] == str(tmp_path / "iter_0" / "sft" / "params") and Path(entry["params"]).is_dir()
+    manifest = json.loads((tmp_path / "iter_0" / "sft" / "manifest.json").read_text())["config"]
+    assert manifest["init_from"] == str(tiny_root / "sft" / "rm" / "params")  # the PPO start
+    assert manifest["data"]["train"] == str(tmp_path / "iter_0" / "dialogues.jsonl")
+    assert summary["iter0_rm_best"] >= summary["iter0_rm_sample"] and 0 <= summary["iter0_gold_best"] <= 1
