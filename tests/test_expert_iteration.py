@@ -78,3 +78,8 @@ def test_bad_settings_are_refused(world, tmp_path):
     cfg.finetune_from = "best"
     with pytest.raises(ValueError, match="finetune_from"):
         ei.run(cfg)
+    cfg = job(world, tmp_path)
+    cfg.gold = "human"
+    with pytest.raises(ValueError, match="gold scorer"):
+        ei.run(cfg)
+    assert not (tmp_path / "iter_0").exists()  # refused before any sampling

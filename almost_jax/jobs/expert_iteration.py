@@ -36,13 +36,15 @@ from almost_jax.synthetic.generation import build_reward_scorer, build_sampler
 log = logging.getLogger(__name__)
 
 
-def best_of_n_dialogues(cfg: ConfigDict, params: str, prompts: list[PromptRecord], scorer, seed: int) -> list[DialogueRecord]:
-    """One single-turn dialogue per prompt: the best of `cfg.n` replies of the policy in `params`."""
+def best_of_n_dialogues(cfg: ConfigDict, params: str, prompts: list[PromptRecord], seed: int) -> list[DialogueRecord]:
+    """One single-turn dialogue per prompt: the best of `cfg.n` replies of the policy in `params`.
+    The sampler and the RM live only in here, so neither holds memory while the SFT trains."""
     setup = copy.deepcopy(cfg.policy)
     with setup.unlocked():
         setup.params = params
         setup.sampling.n = int(cfg.n)
     sampler = build_sampler(setup)
+    scorer = build_reward_scorer(cfg.rm)
     queries = [p.prompt for p in prompts]
     cands = sample_candidates(sampler, [chat.prompt_for_reply([], q) for q in queries],
                               [chat.format_turn(chat.HUMAN, q) for q in queries], scorer.raw_scores, seed=seed,
@@ -81,8 +83,6 @@ def iteration_stats(dialogues: list[DialogueRecord], gold: str) -> dict:
         queries = [d.turns[0].text for d in dialogues]
         out["gold_best"] = float(np.mean([oracle.score(q, r) for q, r in zip(queries, picked)]))
         out["gold_sample"] = float(np.mean([oracle.score(q, r) for q, r in zip(queries, first)]))
-    elif gold:
-        raise ValueError(f"gold scorer must be '' or 'miniworld', got {gold!r}")
     return out
 
 
@@ -90,18 +90,18 @@ def run(cfg: ConfigDict) -> dict:
     out = Path(cfg.workdir)
     if cfg.finetune_from not in ("start", "previous"):
         raise ValueError(f"finetune_from must be 'start' or 'previous', got {cfg.finetune_from!r}")
+    if cfg.gold not in ("", "miniworld"):
+        raise ValueError(f"gold scorer must be '' or 'miniworld', got {cfg.gold!r}")
     if int(cfg.iterations) < 1 or int(cfg.n) < 1:
         raise ValueError(f"iterations and n must be >= 1, got {cfg.iterations} and {cfg.n}")
     prompts = load_jsonl(cfg.prompts, PromptRecord, cfg.on_error)[: int(cfg.max_prompts) or None]
     if not prompts:
         raise ValueError(f"no prompts in {cfg.prompts}")
-    scorer = None
     policy, rows = str(cfg.policy_init), []
     for i in range(int(cfg.iterations)):
         data = out / f"iter_{i}" / "dialogues.jsonl"
         if not data.exists():
-            scorer = scorer or build_reward_scorer(cfg.rm)
-            dialogues = best_of_n_dialogues(cfg, policy, prompts, scorer, int(cfg.seed) + i)
+            dialogues = best_of_n_dialogues(cfg, policy, prompts, int(cfg.seed) + i)
             write_jsonl_atomic(data, dialogues)
         dialogues = load_jsonl(data, DialogueRecord)
         job = sft_job(cfg, i, data, policy)
