@@ -37,6 +37,7 @@ def job(world, workdir, finetune_from="start"):
     cfg.sft.update(dict(eval_batch_size=4))
     cfg.sft.optimizer.lr = 1e-3
     cfg.sft.data.eval_fraction = 0.0
+    cfg.lock()  # as the command line gives it
     return cfg
 
 
@@ -75,7 +76,7 @@ def test_previous_round_as_the_sft_start(world, tmp_path):
 
 def test_bad_settings_are_refused(world, tmp_path):
     cfg = job(world, tmp_path)
-    cfg.finetune_from = "best"
+    cfg.finetune_from = "best"  # an existing key: allowed on a locked config
     with pytest.raises(ValueError, match="finetune_from"):
         ei.run(cfg)
     cfg = job(world, tmp_path)

@@ -40,10 +40,9 @@ def best_of_n_dialogues(cfg: ConfigDict, params: str, prompts: list[PromptRecord
     """One single-turn dialogue per prompt: the best of `cfg.n` replies of the policy in `params`.
     The sampler and the RM live only in here, so neither holds memory while the SFT trains."""
     setup = copy.deepcopy(cfg.policy)
-    with setup.unlocked():
+    with setup.unlocked():  # job configs from the command line are locked, nested blocks included
         setup.params = params
-        setup.sampling.n = int(cfg.n)
-    sampler = build_sampler(setup)
+    sampler = build_sampler(setup, ConfigDict({**setup.sampling.to_dict(), "n": int(cfg.n)}))
     scorer = build_reward_scorer(cfg.rm)
     queries = [p.prompt for p in prompts]
     cands = sample_candidates(sampler, [chat.prompt_for_reply([], q) for q in queries],
