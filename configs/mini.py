@@ -4,10 +4,15 @@
 
 Budget: 2 CPU cores, <= 30 minutes end to end. Every block can be overridden, e.g.
 `--config.family.S.steps=200` for a quick smoke run.
+
+The related methods are optional stages, run when named in `methods` (their blocks are at the end):
+    python -m almost_jax.pipeline --config=configs/mini.py --config.methods="('best_of_n','expert_iteration')"
+configs/mini_methods.py enables every one.
 """
 from ml_collections import ConfigDict
 
 from almost_jax.config_lib import distributed_block, mesh_block, model_block, optimizer_block, train_block
+from almost_jax.jobs.preference_config import add_preference_blocks
 from almost_jax.jobs.reward_config import reward_config
 from almost_jax.jobs.sft_config import sft_config
 
@@ -153,4 +158,23 @@ def get_config() -> ConfigDict:
     ))
     cfg.ppo_optimizer = optimizer_block(lr=3e-5, weight_decay=0.0, schedule="constant", warmup_ratio=0.0,
                                         warmup_steps=3, eps=1e-5, grad_clip=1.0)
+
+    # 9. Optional method stages (pipeline/method_stages.py), each from the SFT (RM) policy; none by
+    #    default, so the default pipeline stays within its budget. Names: best_of_n, expert_iteration,
+    #    rloo, grpo, dpo, dpo_oracle (a control), spa, cut (configs/mini_methods.py enables all).
+    cfg.methods = ()
+    # Best-of-n on the held-out tasks (AlpacaFarm: temperature 1.0): one pass of max(ns) samples,
+    # best-of-n for every n from its first n samples; best-of-1 is a plain sample.
+    sampled = ConfigDict(dict(temperature=1.0, top_p=1.0, max_new_tokens=16, stop_strings=STOPS))
+    cfg.best_of_n = ConfigDict(dict(ns=(1, 4, 16), seed=0, sampling=sampled))
+    # Expert iteration on the RL prompts: best-of-16 (AlpacaFarm's n) -> SFT with the `sft` recipe
+    # from the SFT (RM) start, twice (AlpacaFarm scripts one round).
+    cfg.expert_iteration = ConfigDict(dict(iterations=2, n=16, finetune_from="start", seed=0,
+                                           sampling=ConfigDict(sampled.to_dict())))
+    # RLOO / GRPO: the PPO stage's job with the algorithm's defaults, then these keys of its rl block.
+    cfg.rloo = ConfigDict(dict(kl_coef=cfg.ppo.kl_coef))  # PPO's coefficient, tuned for 16-token replies
+    cfg.grpo = ConfigDict(dict(samples_per_prompt=4))  # 16 prompts x 4 = PPO's 64 replies per step
+    # DPO (+ the oracle-labelled control), SPA and CUT: their blocks and how each value was set are
+    # in jobs/preference_config.py.
+    add_preference_blocks(cfg)
     return cfg

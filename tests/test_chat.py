@@ -22,10 +22,11 @@ class Recorder:
     """A fake model: answers "r<k>" (plus junk after a new turn label) and records its prompts."""
 
     def __init__(self):
-        self.prompts = []
+        self.prompts, self.contexts = [], []
 
-    def __call__(self, prompt):
+    def __call__(self, prompt, context):
         self.prompts.append(prompt)
+        self.contexts.append(context)
         return f" r{len(self.prompts)}\n\nHuman: made-up next question"
 
 
@@ -37,6 +38,7 @@ def test_history_is_in_the_next_prompt_and_reset_clears_it():
     assert gen.prompts[0] == "\n\nHuman: q1\n\nAssistant:"
     assert gen.prompts[1] == "\n\nHuman: q1\n\nAssistant: r1\n\nHuman: q2\n\nAssistant:"
     assert s.history == [(H, "q1"), (A, "r1"), (H, "q2"), (A, "r2")]
+    assert gen.contexts == ["\n\nHuman: q1", "\n\nHuman: q1\n\nAssistant: r1\n\nHuman: q2"]  # what an RM scores
     s.reset()
     s.reply("q3")
     assert gen.prompts[2] == chat.prompt_for_reply([], "q3")
@@ -55,6 +57,16 @@ def test_oldest_exchanges_are_dropped_to_fit():
     s.max_tokens = 5  # nothing fits: the query alone goes to the sampler, which keeps its last tokens
     assert s.prompt("fourth") == (chat.prompt_for_reply([], "fourth"), 0)
     assert len(s.history) == 6  # fitting a prompt never forgets the history itself
+    s.max_tokens = len(chat.prompt_for_reply(last_two, "fourth")) - 1
+    s.reply("fourth")
+    assert gen.contexts[-1] == chat.format_dialogue(last_two[2:] + [(H, "fourth")])  # the RM sees what was kept
+
+
+def test_few_shot_context_has_no_demonstrations():
+    gen = Recorder()
+    tmpl = load_prompt_file(prompt_path("mini_plain.txt"))
+    ChatSession(gen, len, 10_000, tmpl, 2).reply("q1")
+    assert gen.prompts[0].startswith(tmpl.head(2)) and gen.contexts == ["\n\nHuman: q1"]
 
 
 def test_few_shot_template_prompt():

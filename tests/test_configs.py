@@ -63,6 +63,7 @@ def test_every_field_is_overridable_from_the_command_line(path):
 @pytest.mark.parametrize("config, flag, shown", [
     ("configs/mini/reward.py", "--config.mesh.rules=((\"embed\", None),)", "(('embed', None),)"),
     ("configs/mini/eval_rm.py", "--config.files=('a.jsonl','b.json')", "('a.jsonl', 'b.json')"),
+    ("configs/mini.py", "--config.methods=('best_of_n','rloo')", "('best_of_n', 'rloo')"),
 ])
 def test_sequence_override_on_the_command_line(config, flag, shown):
     """The README's overrides of sequence fields, through absl's flag parser."""

@@ -107,7 +107,7 @@ def test_gold_pairs_put_the_oracle_winner_first_and_skip_ties():
     assert [(p.chosen, p.rejected) for p in pairs] == [("7", "8"), ("8", "17"), ("7", "17")]
     assert [(p.provenance.chosen_setup, p.provenance.rejected_setup) for p in pairs] == [("B", "A"), ("A", "C"),
                                                                                           ("B", "C")]
-    assert len({p.id for p in pairs}) == 3 and all(p.meta == {"family": "add"} for p in pairs)
+    assert len({p.id for p in pairs}) == 3 and all(p.meta == {"family": "add", "query_id": "a"} for p in pairs)
     assert pairs[0].provenance.filters == {"label": "oracle", "gap": 0.5}
     assert oracle_pairs.mean_oracle_score(tasks, {"a": "7", "s": "7 1 4 2"}) == pytest.approx((1.0 + 0.25) / 2)
 
@@ -125,35 +125,26 @@ def test_win_rate_mean_and_standard_error():
     assert math.isnan(winrate.win_rate(judge, ["p"], ["a"], ["b"])[1])
 
 
-def test_rm_and_oracle_judges_see_the_prompt_in_their_format():
-    seen = {}
-
-    class FakeRM:
-        def raw_scores(self, prompts, replies):
-            seen["prompts"] = list(prompts)
-            return np.array([len(r) for r in replies], float)
-    assert list(winrate.rm_judge(FakeRM())(["Add 2 and 2."], ["four"], ["4"])) == [1.0]
-    assert seen["prompts"] == ["\n\nHuman: Add 2 and 2."]
-    assert list(winrate.oracle_judge()(["What is 4 + 3?"] * 2, ["7", "9"], ["9", "7"])) == [1.0, 0.0]
-
-
 # ---------------------------------------------------------------- report files
 
 def test_write_report_tables_plots_and_summary(tmp_path):
-    rows = [{"key": "ppo", "name": "PPO", "oracle_score": 0.5, "rm_score": 1.25, "winrate_oracle": 0.6,
-             "winrate_oracle_se": 0.05, "winrate_rm": 0.7, "winrate_rm_se": 0.04}]
+    from almost_jax.evaluation.claims import claim
+    rows = [{"key": "ppo", "name": "PPO", "seeds": 3, "oracle_score": 0.5, "oracle_score_ci": 0.02, "rm_score": 1.25,
+             "winrate_oracle": 0.6, "winrate_oracle_ci": 0.05, "winrate_rm": 0.7, "winrate_rm_ci": 0.04,
+             "score_add": 0.25, "score_add_ci": 0.1}]
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("".join(json.dumps({"step": s, "rl/reward": 0.1 * s, "rl/kl": 0.01 * s}) + "\n"
                                for s in range(1, 4)) + '{"step": 4, "rl/rew')  # a killed writer's tail
-    summary = report.write_report(tmp_path / "out", rows, {"comparisons": {"pairs": 12, "agree": 0.75}},
-                                  {"RM": 0.7}, metrics)
-    assert summary == {"policies": {"ppo": {k: v for k, v in rows[0].items() if k not in ("key", "name")}},
-                       "comparisons": {"pairs": 12, "agree": 0.75}}
+    claims = [claim("PPO > SFT", 0.03, [0.01, 0.05], 0.0)]
+    summary = report.write_report(tmp_path / "out", "the title", rows, ["add"], claims,
+                                  {"comparisons": {"pairs": 12, "agree": 0.75}}, {"RM": 0.7}, metrics,
+                                  [{"stage": "ppo", "seconds": 12.0, "finished_at": 0.0}], ["a note"])
+    assert summary["policies"] == {"ppo": {k: v for k, v in rows[0].items() if k not in ("key", "name")}}
+    assert summary["comparisons"] == {"pairs": 12, "agree": 0.75} and summary["claims"] == claims
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "| PPO | 0.500 | 1.250 | 0.600 ± 0.050 | 0.700 ± 0.040 |" in md
+    assert md.startswith("# the title") and "| PPO | 3 | 0.500 ± 0.020 | 1.250 | 0.600 ± 0.050 | 0.700 ± 0.040 |" in md
+    assert "| PPO | 0.250 ± 0.100 |" in md and "PPO > SFT" in md and "a note" in md
     assert "| pairs | 12 |" in md and "| agree | 0.75 |" in md and "ppo_curves.png" in md
     for png in ("rm_vs_oracle.png", "ppo_curves.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
-    assert not report.plot_ppo(tmp_path / "none.jsonl", tmp_path / "x.png")
-    assert report.nan_to_none(float("nan")) is None and report.nan_to_none(0.5) == 0.5

@@ -1,7 +1,8 @@
 """The pipeline's report: tables, plots, and summary.json with stable keys.
 
 Rows: each sampler setup, the smallest model prompted with demonstrations (the baseline), SFT on
-RM-selected and on randomly selected self-play, and PPO. Columns: gold-oracle score (mean over
+RM-selected and on randomly selected self-play, PPO, and the policies of every enabled method stage
+(best-of-n, expert iteration, RLOO, GRPO, DPO, SPA, CUT). Columns: gold-oracle score (mean over
 seeds, ± the 95% CI half-width over tasks), mean RM score, win-rate vs the baseline judged by the
 oracle and by the RM (ties half). Then the per-family oracle scores, the claims (paired
 differences with 95% CIs and their verdicts, evaluation/claims.py) and each stage's run time.

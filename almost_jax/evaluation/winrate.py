@@ -1,7 +1,9 @@
 """Win-rate of one policy against another under a pluggable pairwise judge.
 
-A judge maps (prompt, reply_a, reply_b) to 1 (a wins), 0.5 (tie) or 0 (b wins). The win-rate is
-the mean over prompts, with the standard error of that mean.
+A judge maps (prompts, replies_a, replies_b) to 1 (a wins), 0.5 (tie) or 0 (b wins) per pair;
+prompts are the dialogue so far in the chat format ("\n\nHuman: q"), what ComparisonRecord.prompt
+and the reward model take. The win-rate is the mean outcome over prompts (ties count half), with
+the standard error of that mean. `annotators.Annotator` adds label noise and random order.
 """
 from __future__ import annotations
 
@@ -30,10 +32,12 @@ def score_judge(score_fn: Callable[[Sequence[str], Sequence[str]], np.ndarray], 
 
 
 def oracle_judge() -> Judge:
+    """The mini world's gold oracle on the last human turn (evaluation only, or a marked control)."""
+    from almost_jax.evaluation.oracle_pairs import query_of
     from almost_jax.miniworld import oracle
-    return score_judge(lambda prompts, replies: np.array([oracle.score(p, r) for p, r in zip(prompts, replies)]))
+    return score_judge(lambda prompts, replies: np.array([oracle.score(query_of(p), r) for p, r in zip(prompts, replies)]))
 
 
 def rm_judge(scorer) -> Judge:
-    """prompts are raw user queries; the RM sees them in chat format."""
-    return score_judge(lambda prompts, replies: scorer.raw_scores([f"\n\nHuman: {p}" for p in prompts], list(replies)))
+    """A reward model (RewardScorer) under its scoring contract: the higher raw score wins."""
+    return score_judge(lambda prompts, replies: scorer.raw_scores(list(prompts), list(replies)))

@@ -155,3 +155,44 @@ def apply_rl_overrides(job: ConfigDict, rl: ConfigDict, optimizer: ConfigDict) -
         job.rl.update(rl.to_dict())
         job.optimizer.update(optimizer.to_dict())
     return job
+
+
+def sft_start(cfg: ConfigDict) -> Path:
+    """The policy every optional method starts from (and the preference methods' reference): SFT on
+    RM-guided self-play of the first seed, PPO's start."""
+    return seed_dir(Path(cfg.workdir), "sft", int(cfg.seeds[0])) / "rm" / "params"
+
+
+def rl_method_job(cfg: ConfigDict, out: Path, algorithm: str) -> ConfigDict:
+    """The RL job of an optional `rloo` / `grpo` stage: the `ppo` stage's job (same prompts, SFT
+    start, RM, batch sizes and lengths) with the algorithm's estimator and defaults, then the
+    pipeline block of that name (`cfg.rloo`, `cfg.grpo`) key by key; configs/mini/rloo.py, grpo.py."""
+    from almost_jax.jobs.rl import use_algorithm
+    job = use_algorithm(ppo_job(cfg, out, int(cfg.seeds[0])), algorithm)
+    unknown = sorted(set(cfg[algorithm].keys()) - set(job.rl.keys()))
+    if unknown:
+        raise KeyError(f"pipeline config: {algorithm}.{unknown[0]} is not a key of the RL job's rl block")
+    with job.unlocked():
+        job.rl.update(cfg[algorithm].to_dict())
+    return job
+
+
+def expert_iteration_job(cfg: ConfigDict, out: Path) -> ConfigDict:
+    """The optional `expert_iteration` stage's job: best-of-n of the RM-guided SFT policy (the PPO
+    start) on the RL prompts, picked by the RM, then the pipeline's SFT recipe from that same start;
+    `cfg.expert_iteration` gives the rounds, n, sampling and where each round's SFT starts."""
+    from almost_jax.jobs.expert_iteration import expert_iteration_config
+    root = Path(cfg.workdir)
+    e = cfg.expert_iteration
+    preset = cfg.family[cfg.sft_member].preset
+    start = sft_start(cfg)
+    job = expert_iteration_config(preset)
+    with job.unlocked():
+        job.update(dict(workdir=str(out), prompts=str(root / "queries" / "rl.jsonl"), policy_init=str(start),
+                        iterations=int(e.iterations), n=int(e.n), finetune_from=e.finetune_from, seed=int(e.seed),
+                        gold="miniworld"))
+        job.policy = sampler_setup(cfg, preset, start, e.sampling)
+        job.policy.batch_size = max(1, int(cfg.sampling_batch_size) // int(e.n))  # prompts per batch, n rows each
+        job.rm.update(dict(path=str(root / "reward" / "rm"), batch_size=int(cfg.sampling_batch_size)))
+        job.sft = copy.deepcopy(cfg.sft)
+    return job

@@ -23,12 +23,8 @@ from ml_collections import ConfigDict
 
 from almost_jax.jobs.preference_config import add_preference_blocks  # noqa: F401  (the blocks the stages read)
 from almost_jax.evaluation.oracle_pairs import oracle_relabelled
-from almost_jax.pipeline.job_configs import sampler_setup, seed_dir, world_paths
+from almost_jax.pipeline.job_configs import sampler_setup, sft_start, world_paths
 from almost_jax.pipeline.report import policy_replies
-
-
-def sft_policy(cfg: ConfigDict) -> Path:
-    return seed_dir(Path(cfg.workdir), "sft", int(cfg.seeds[0])) / "rm" / "params"
 
 
 def _from_sft(job: ConfigDict, cfg: ConfigDict, out: Path, block: ConfigDict) -> ConfigDict:
@@ -36,7 +32,7 @@ def _from_sft(job: ConfigDict, cfg: ConfigDict, out: Path, block: ConfigDict) ->
     tokenizer, lengths, learning rate, batch size and seed from the stage's block."""
     with job.unlocked():
         job.workdir = str(out)
-        job.init_from = str(sft_policy(cfg))
+        job.init_from = str(sft_start(cfg))
         job.model.preset = cfg.family[cfg.sft_member].preset
         job.data.tokenizer = str(world_paths(Path(cfg.workdir))["tokenizer"])
         job.optimizer.lr = float(block.lr)
@@ -105,7 +101,7 @@ def sample_judgments(cfg: ConfigDict, queries: list[str], out_file: Path) -> dic
         sampling.temperature = float(c.temperature)
         sampling.n = int(c.samples_per_prompt)
     preset = cfg.family[cfg.sft_member].preset
-    sampler = build_sampler(sampler_setup(cfg, preset, sft_policy(cfg), sampling), sampling)
+    sampler = build_sampler(sampler_setup(cfg, preset, sft_start(cfg), sampling), sampling)
     comps = sampler.generate([chat.prompt_for_reply([], q) for q in queries], seed=int(c.seed), progress=False)
     records, seen = [], set()
     for comp in comps:

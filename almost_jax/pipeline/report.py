@@ -1,6 +1,7 @@
 """Scoring policies on the held-out tasks, and the report stage: every policy's oracle score, RM
 score and win-rates against the prompted baseline, plus each stage's summary, in report.md,
-summary.json and plots."""
+summary.json and plots. Each enabled method stage (cfg.methods) adds the rows its summary lists
+under "policies" (pipeline/method_stages.py, preference_stages.py)."""
 from __future__ import annotations
 
 import json
@@ -51,6 +52,29 @@ def skipped_by_stage(root: Path) -> dict[str, int]:
             for path, n in ((read_manifest(m) or {}).get("skipped_records") or {}).items()}
 
 
+def method_policies(cfg: ConfigDict, tasks) -> tuple[list[tuple[str, str, list[str]]], dict]:
+    """(key, label, replies on the held-out tasks) of every policy the enabled method stages list,
+    and each stage's summary without its policies (a report section). An entry's `replies` file is
+    a list in task order or {task id: reply}; an entry with only `params` is decoded here."""
+    from almost_jax.jobs.common import read_manifest
+    root = Path(cfg.workdir)
+    small = cfg.family[cfg.sft_member].preset
+    rows, sections = [], {}
+    for stage in cfg.get("methods", ()):
+        summary = dict((read_manifest(root / stage / "manifest.json") or {}).get("summary", {}))
+        for key, entry in summary.pop("policies", {}).items():
+            if "replies" in entry:
+                stored = json.loads(Path(entry["replies"]).read_text())
+                replies = [stored.get(t.id, "") for t in tasks] if isinstance(stored, dict) else list(stored)
+            elif "params" in entry:
+                replies = policy_replies(cfg, Path(entry["params"]), small)[1]
+            else:
+                raise ValueError(f"{root / stage / 'manifest.json'}: policy {key!r} has neither params nor replies")
+            rows.append((key, entry["label"], replies))
+        sections[stage] = summary
+    return rows, sections
+
+
 def run_report(cfg: ConfigDict, out: Path) -> dict:
     """report.md, summary.json and plots from every stage's outputs. The stages keep each policy's
     held-out replies, so nothing is sampled again here: the oracle and the chosen RM score them."""
@@ -87,6 +111,9 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
                        [read_replies(ppo_dir(s) / "selected_replies.json") for s in seeds])
     policies["ppo_final"] = (f"PPO, final step {cfg.ppo.steps} (not chosen; for reference)",
                              [read_replies(ppo_dir(s) / "final_replies.json") for s in seeds])
+    methods, method_sections = method_policies(cfg, tasks)
+    for key, label, replies in methods:
+        policies[key] = (label, [replies])
 
     scorer = load_reward_model(root / "reward" / "rm", batch_size=100)
     prompts = [chat.format_turn(chat.HUMAN, q) for q in queries]
@@ -127,6 +154,10 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
             ("setup_C-setup_D", "setup C > setup D", "setup_C", "setup_D", "one sample each")):
         c, differences[key] = compare(text, a, b, note)
         claims.append(c)
+    for key, label, _ in methods:  # each method against the policy it starts from: the first seed's SFT (RM)
+        d = differences[f"{key}-sft_rm"] = paired_difference(gold[key], gold["sft_rm"][:1], fams)
+        claims.append(claim(f"{label} > its SFT start (seed {seeds[0]})", d["mean"], d["ci"], 0.0,
+                            note="one run of the method"))
     if "filter_minus_nofilter_oracle_agreement" in rm_summary:  # both RMs trained (reward_length_filter=auto)
         lf = rm_summary["filter_minus_nofilter_oracle_agreement"]
         claims.append(claim("length filter raises RM-oracle agreement (ablation; filter - no filter)", lf[0], lf[1:], 0.0,
@@ -147,7 +178,8 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
             "RM vs oracle\n(no filter)": rm_summary.get("nofilter_oracle_agreement", float("nan")),
             "RM vs oracle\nwithin a turn": rmsp_summary.get("within_turn_agreement", float("nan"))}
     sections = {"reward_model": rm_summary, "rmsp": rmsp_summary, "family": manifest("family_eval"),
-                "comparisons": manifest("comparisons"), "ppo": ppo_summary, "paired_differences": differences}
+                "comparisons": manifest("comparisons"), "ppo": ppo_summary, "paired_differences": differences,
+                **method_sections}
     skipped = skipped_by_stage(root)
     if skipped:
         sections["skipped input records (on_error=skip)"] = skipped

@@ -7,6 +7,12 @@ A stage is skipped when `<workdir>/<stage>/manifest.json` exists with the same c
 hash of the stage's own config blocks and of every earlier stage's hash. Editing a block reruns
 that stage and everything after it; a crash mid-stage reruns only that stage, which itself
 resumes from its checkpoints / streamed outputs.
+
+Optional stages (the related methods: best-of-n, expert iteration, RLOO, GRPO, DPO, ...) run only
+when named in `cfg.methods`. Each hangs off the default chain (its hash: the stages before it and
+its own blocks, not the other methods), and the report's hash takes in every enabled one; so with
+`methods=()` every hash is what it is without optional stages, and enabling, editing or dropping
+one method reruns that method and the report, nothing else.
 """
 from __future__ import annotations
 
@@ -43,14 +49,34 @@ def _stages(cfg: ConfigDict):
     raise ValueError(f"stage_list must be one of {STAGE_LISTS}, got {name!r}")
 
 
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def chain_hashes(cfg: ConfigDict, stages: Sequence) -> dict[str, str]:
-    out, prev = {}, ""
+    """stage -> hash of its config blocks and of the default stages before it; an optional stage's
+    hash is not passed on to the next stage but folded into the next default one's (the report)."""
+    out, prev, branches = {}, "", ""
     for st in stages:
         blob = json.dumps({k: json.loads(cfg[k].to_json()) if isinstance(cfg[k], ConfigDict) else cfg[k]
                            for k in st.config_keys}, sort_keys=True)
-        prev = hashlib.sha256((prev + st.name + blob).encode()).hexdigest()[:16]
-        out[st.name] = prev
+        if st.optional:
+            out[st.name] = _sha(prev + st.name + blob)
+            branches += out[st.name]
+            continue
+        prev = out[st.name] = _sha(prev + branches + st.name + blob)
+        branches = ""
     return out
+
+
+def active_stages(cfg: ConfigDict, stages: Sequence) -> list:
+    """The default stages plus the optional ones named in `cfg.methods`, in the stage order."""
+    methods = tuple(cfg.get("methods", ()))
+    optional = [s.name for s in stages if s.optional]
+    unknown = sorted(set(methods) - set(optional))
+    if unknown:
+        raise ValueError(f"cfg.methods names {unknown}, which are not optional stages; optional stages: {optional}")
+    return [s for s in stages if not s.optional or s.name in methods]
 
 
 def prepare_stage_dir(stage_dir: Path, chain_hash: str) -> None:
@@ -91,10 +117,13 @@ def link_finished_stage(stage_dir: Path, other_run: Path, chain_hash: str) -> bo
 def run_pipeline(cfg: ConfigDict, only: Sequence[str] = ()) -> dict[str, dict]:
     workdir = Path(cfg.workdir)
     reuse = str(cfg.get("reuse_from", "") or "")
-    stages = _stages(cfg)
+    every = _stages(cfg)
+    stages = active_stages(cfg, every)
     unknown = set(only) - {s.name for s in stages}
     if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in stages]}")
+        off = sorted(unknown & {s.name for s in every})
+        hint = f" ({off} are optional: add them to --config.methods)" if off else ""
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}{hint}; stages: {[s.name for s in stages]}")
     hashes = chain_hashes(cfg, stages)
     results = {}
     for st in stages:

@@ -1,8 +1,10 @@
 """The pipeline's stages in order: each runs its job(s) with the config that job_configs derives
-from the pipeline config, and returns the summary the manifest records."""
+from the pipeline config, and returns the summary the manifest records. Optional stages (the
+related methods, method_stages.py) run only when named in `cfg.methods`."""
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,6 +15,7 @@ import numpy as np
 from almost_jax.pipeline.job_configs import (comparisons_job, family_params, generator_setup, member_config,
                                              ppo_job, queries_job, reward_job, rmsp_job, seed_dir, sft_job,
                                              world_paths)
+from almost_jax.pipeline.method_stages import preference_runners, run_best_of_n, run_expert_iteration, run_rl_method
 from almost_jax.pipeline.report import policy_replies, run_report
 
 
@@ -21,6 +24,7 @@ class Stage:
     name: str
     config_keys: tuple[str, ...]  # top-level config blocks this stage reads
     run: Callable[[ConfigDict, Path], dict]  # (config, workdir) -> summary dict
+    optional: bool = False  # a method stage: runs only when named in cfg.methods
 
 
 def run_world(cfg: ConfigDict, out: Path) -> dict:
@@ -320,5 +324,12 @@ STAGES = [
     Stage("rmsp", ("rmsp", "seeds"), run_rmsp),
     Stage("sft", ("sft", "sft_member", "policy_eval"), run_sft),
     Stage("ppo", ("ppo", "ppo_optimizer"), run_ppo),
+    # Optional method stages, each from the sft stage's RM-guided policy; every one reports its
+    # policies to the report stage (method_stages.py).
+    Stage("best_of_n", ("best_of_n",), run_best_of_n, optional=True),
+    Stage("expert_iteration", ("expert_iteration",), run_expert_iteration, optional=True),
+    Stage("rloo", ("ppo", "ppo_optimizer", "rloo"), functools.partial(run_rl_method, "rloo"), optional=True),
+    Stage("grpo", ("ppo", "ppo_optimizer", "grpo"), functools.partial(run_rl_method, "grpo"), optional=True),
+    *[Stage(name, keys, fn, optional=True) for name, keys, fn in preference_runners()],
     Stage("report", ("policy_eval",), run_report),
 ]

@@ -14,6 +14,9 @@ def get_config():
         batch_size=1, bucket=64, seed=0,
         # A few-shot prompt file (almost_jax/data/prompts or a path) for a vanilla model; 0 shots = plain chat.
         template="", n_shots=0,
+        # best_of_n > 1: each reply is the reward model's pick of best_of_n samples (needs a temperature > 0);
+        # reward_model: the directory train_rm wrote (params/ + rm_contract.json), e.g. work_dir/mini/reward/rm.
+        best_of_n=1, reward_model="",
         sampling=ConfigDict(dict(temperature=0.0, top_p=1.0, max_new_tokens=128,
                                  stop_strings=("\n\nHuman:", "\n\n-----"))),
     ))
