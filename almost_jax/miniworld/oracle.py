@@ -175,6 +175,16 @@ def _repeats(reply: str, gold: str) -> bool:
     return bool(doubled - gold_doubled) or any(words.count(w) >= 3 > gold_words.count(w) for w in set(words))
 
 
+def _judged(task_or_prompt: Task | str, response: str):
+    """(task, score details, stripped response, the reply before any new turn, its first line):
+    what `explain` and `critique` both read."""
+    task = _resolve(task_or_prompt)
+    text = response.strip()
+    brk = _BREAK_RE.search(text)
+    reply = (text[: brk.start()] if brk else text).strip()
+    return task, score_details(task, response), text, reply, reply.split("\n", 1)[0].strip()
+
+
 def explain(task_or_prompt: Task | str, response: str) -> str:
     """What is wrong with ``response``, in plain sentences; "" when the oracle scores it 1.
 
@@ -182,14 +192,10 @@ def explain(task_or_prompt: Task | str, response: str) -> str:
     the input copied back, repetition, extra text, a new turn started, a wrong answer), the last
     states the correct reply.
     """
-    task = _resolve(task_or_prompt)
-    d = score_details(task, response)
+    task, d, text, reply, line = _judged(task_or_prompt, response)
     if d["score"] >= 1.0:
         return ""
-    text = response.strip()
-    brk = _BREAK_RE.search(text)
-    reply = (text[: brk.start()] if brk else text).strip()
-    line = reply.split("\n", 1)[0].strip().rstrip(".")
+    line = line.rstrip(".")
     fields = {k: v for k, v in task.meta.items() if k != "template"}
     problems = []
     if not reply:
@@ -239,14 +245,9 @@ def _wrong_words(task: Task, line: str) -> list[str]:
 
 def critique(task_or_prompt: Task | str, response: str) -> str:
     """What is wrong with ``response``, quoting its words; "" when the oracle scores it 1."""
-    task = _resolve(task_or_prompt)
-    d = score_details(task, response)
+    task, d, text, reply, line = _judged(task_or_prompt, response)
     if d["score"] >= 1.0:
         return ""
-    text = response.strip()
-    brk = _BREAK_RE.search(text)
-    reply = (text[: brk.start()] if brk else text).strip()
-    line = reply.split("\n", 1)[0].strip()
     problems = []
     if not reply:
         problems.append("The reply is empty.")
