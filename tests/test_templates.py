@@ -179,7 +179,7 @@ def test_file_round_trip(tmp_path):
 # ---------------------------------------------------------------- shipped files
 
 SHIPPED = ["mini_faithful.txt", "mini_plain.txt", "mini_user.txt",
-           "assistant_brief.txt", "assistant_detailed.txt", "user_simulator.txt"]
+           "assistant_brief.txt", "assistant_detailed.txt", "assistant_plain.txt", "user_simulator.txt"]
 USER_SIMULATORS = {"user_simulator.txt"}  # their dialogues end on the user's closing turn
 
 
