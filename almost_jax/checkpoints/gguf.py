@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from almost_jax.checkpoints.hf import replace_dir
 from almost_jax.models.config import LlamaConfig, RopeScaling
 
 log = logging.getLogger(__name__)
@@ -225,13 +226,7 @@ def convert(gguf_path: str | Path, out_dir: str | Path) -> Path:
         tok.save(str(tmp / "tokenizer.json"))
         for name, body in tokenizer_files(f, tokens, types).items():
             (tmp / name).write_text(json.dumps(body, indent=2, ensure_ascii=False))
-        if out.exists():
-            old = out.with_name(out.name + ".old")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -256,6 +256,19 @@ def load_hf_checkpoint(path: str | Path, cfg: Optional[LlamaConfig] = None, head
     return cfg, params
 
 
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Put the finished directory `tmp` at `dest`, replacing an old one only once the new one is
+    complete (a killed writer leaves either the old directory or the new one, never a mix)."""
+    if dest.exists():
+        old = dest.with_name(dest.name + ".old")
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, dest)
+
+
 def save_hf_checkpoint(params: dict, cfg: LlamaConfig, path: str | Path, max_shard_bytes: int = 5 * 2**30,
                        dtype: Optional[str] = None) -> Path:
     """config.json + safetensors (sharded with an index past max_shard_bytes), written into a temp
@@ -295,13 +308,7 @@ def save_hf_checkpoint(params: dict, cfg: LlamaConfig, path: str | Path, max_sha
             (tmp / "model.safetensors.index.json").write_text(
                 json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
         (tmp / "config.json").write_text(json.dumps(cfg.to_hf(), indent=2))
-        if path.exists():
-            old = path.with_name(path.name + ".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
