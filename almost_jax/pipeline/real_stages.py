@@ -44,11 +44,17 @@ def gguf_path(cfg: ConfigDict) -> Path:
     return Path(spec.origin).parent / GGUF_FILE
 
 
+def model_fields(cfg: ConfigDict, **where) -> ConfigDict:
+    """Every job's model block: the architecture from the converted dir, the config's numerics."""
+    return model_block(preset="", dtype=cfg.model.dtype, param_dtype=cfg.model.dtype,
+                       scan_layers=bool(cfg.model.scan_layers), **where)
+
+
 def model_setup(cfg: ConfigDict, sampling: ConfigDict, batch_size: int, template: str = "",
                 n_shots: int = 0) -> ConfigDict:
     """A sampler setup on the converted checkpoint (its config.json and tokenizer too). `batch_size`
     prompts per batch: a short last batch is padded with dummy rows, so each stage sets its own."""
-    return ConfigDict(dict(model=model_block(preset="", dtype=cfg.model.dtype, param_dtype=cfg.model.dtype),
+    return ConfigDict(dict(model=model_fields(cfg),
                            params=str(hf_dir(cfg)), **tokenizer_fields(), batch_size=int(batch_size),
                            bucket=int(cfg.bucket), template=template, n_shots=int(n_shots),
                            sampling=copy.deepcopy(sampling)))
@@ -88,6 +94,7 @@ def reward_job(cfg: ConfigDict, out: Path) -> ConfigDict:
     job = copy.deepcopy(cfg.reward)
     with job.unlocked():
         job.workdir = str(out / "rm")
+        job.model = model_fields(cfg)
         job.init_from = str(hf_dir(cfg))  # the trunk of the same model; a new score head
         job.data.train = str(Path(cfg.workdir) / "comparisons" / "comparisons.jsonl")
     return job
@@ -121,6 +128,7 @@ def sft_job(cfg: ConfigDict, out: Path) -> ConfigDict:
     job = copy.deepcopy(cfg.sft)
     with job.unlocked():
         job.workdir = str(out)
+        job.model = model_fields(cfg)
         job.init_from = str(hf_dir(cfg))
         job.data.train = str(Path(cfg.workdir) / "rmsp" / "dialogues.jsonl")
     return job
@@ -134,8 +142,7 @@ def ppo_job(cfg: ConfigDict, out: Path) -> ConfigDict:
     with job.unlocked():
         job.update(dict(workdir=str(out), prompts=str(query_file(cfg, "rl")), tokenizer=str(hf_dir(cfg)),
                         policy_init=str(root / "sft" / "params"), rm_path=str(root / "reward" / "rm"), gold=""))
-        job.policy_model = model_block(preset="", hf_path=str(hf_dir(cfg)), dtype=cfg.model.dtype,
-                                       param_dtype=cfg.model.dtype)
+        job.policy_model = model_fields(cfg, hf_path=str(hf_dir(cfg)))
     return apply_rl_overrides(job, cfg.ppo, cfg.ppo_optimizer)
 
 

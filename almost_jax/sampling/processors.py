@@ -1,7 +1,7 @@
 """Logits processors and the sampling step: small pure functions over [B, V] float32 logits.
 
 Disabled processors are skipped at trace time (the config is static), so greedy or plain
-temperature sampling never pays for a full-vocabulary sort.
+temperature sampling pays for none of them; none of them sorts the vocabulary.
 """
 from __future__ import annotations
 
@@ -43,14 +43,37 @@ def apply_top_k(logits: jax.Array, k: int) -> jax.Array:
     return jnp.where(logits < kth, NEG_INF, logits)
 
 
+def _ordered_keys(x: jax.Array) -> jax.Array:
+    """float32 -> uint32 with the same order (negative floats have their magnitude bits flipped;
+    -0.0 is +0.0 first, as the two compare equal)."""
+    x = jnp.where(x == 0, 0.0, x).astype(jnp.float32)
+    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    bits = jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+    return jax.lax.bitcast_convert_type(bits, jnp.uint32) ^ jnp.uint32(0x80000000)
+
+
 def apply_top_p(logits: jax.Array, p: float) -> jax.Array:
-    """Keep the smallest set of most likely tokens whose probability reaches p (nucleus)."""
-    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each sorted token
-    keep_sorted = before < p  # the top token is always kept
-    threshold = jnp.min(jnp.where(keep_sorted, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-    return jnp.where(logits < threshold, NEG_INF, logits)
+    """Keep the smallest set of most likely tokens whose probability reaches p (nucleus): every
+    token whose logit is >= t, where t is the largest logit at which the mass strictly above it
+    is still < p (ties at t are all kept, as a sort-based nucleus keeps them).
+
+    Found without a sort: a bisection over the 2^32 float32 values in their bit order (32 steps,
+    each one masked sum over the vocabulary), which gives the same threshold exactly. XLA's CPU sort
+    of a [B, 49k] row block costs ~0.5 s (measured: 24 x 49,152, 2 Zen3 cores), more than the
+    model's decode step; the bisection ~20x less."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    keys = _ordered_keys(logits)
+    lo = jnp.min(keys, axis=-1, keepdims=True) - 1  # mass above it: 1 >= p
+    hi = jnp.max(keys, axis=-1, keepdims=True)  # mass above it: 0 < p
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        above = jnp.sum(jnp.where(keys > mid, probs, 0.0), axis=-1, keepdims=True)
+        return jnp.where(above >= p, mid, lo), jnp.where(above >= p, hi, mid)
+
+    _, hi = jax.lax.fori_loop(0, 32, halve, (lo, hi))
+    return jnp.where(keys < hi, NEG_INF, logits)
 
 
 def apply_min_p(logits: jax.Array, min_p: float) -> jax.Array:
