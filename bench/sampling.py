@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/sampling.py                        # CPU: bench-134m, batch 1/8/32/128
     .venv/bin/python bench/sampling.py --device=gpu --preset=tinyllama-1.1b --prompt-len=128 --new-tokens=256
+    .venv/bin/python bench/sampling.py --top-p=0.9                # sampled (T=1, nucleus 0.9) in both
 
 Both frameworks load the same Hugging Face checkpoint (random weights written once), decode
-greedily for exactly `--new-tokens` tokens (EOS disabled), and are timed end to end (prefill +
+greedily (or, with `--top-p`, sampled) for exactly `--new-tokens` tokens (EOS disabled), and are timed end to end (prefill +
 decode, best of `--repeats` after a warm-up call that compiles). Beside each figure: the
 roofline bound of this device (weights + KV cache streamed once per step at the measured or
 datasheet bandwidth, or the matmul peak, whichever is lower) and the fraction of it reached.
@@ -30,8 +31,10 @@ def jax_worker(spec: dict) -> dict:
     _, params = load_hf_checkpoint(spec["ckpt"], cfg, dtype=spec["dtype"])
     params = jax.device_put(params)
     model = CausalLM(cfg)
-    fn = make_generate_fn(model, SamplingConfig(temperature=0.0, max_new_tokens=spec["new_tokens"]),
-                          eos_id=-1, pad_id=0)
+    top_p = spec.get("top_p", 0.0)
+    sampling = (SamplingConfig(temperature=1.0, top_p=top_p, max_new_tokens=spec["new_tokens"]) if top_p else
+                SamplingConfig(temperature=0.0, max_new_tokens=spec["new_tokens"]))
+    fn = make_generate_fn(model, sampling, eos_id=-1, pad_id=0)
     rows = {}
     for batch in spec["batches"]:
         ids = np.random.RandomState(batch).randint(3, cfg.vocab_size, (batch, spec["prompt_len"])).astype(np.int32)
@@ -61,8 +64,10 @@ def hf_worker(spec: dict) -> dict:
 
         def call():
             with torch.inference_mode():
+                sample = dict(do_sample=True, temperature=1.0, top_p=spec["top_p"], top_k=0) if spec.get("top_p") \
+                    else dict(do_sample=False)
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=spec["new_tokens"],
-                                     min_new_tokens=spec["new_tokens"], do_sample=False)
+                                     min_new_tokens=spec["new_tokens"], **sample)
             if dev == "cuda":
                 torch.cuda.synchronize()
             assert out.shape[1] == spec["prompt_len"] + spec["new_tokens"], out.shape
@@ -81,6 +86,8 @@ def main():
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--attention-impl", default="xla", choices=["xla", "cudnn"])
+    p.add_argument("--top-p", type=float, default=0.0,
+                   help="0: greedy; else sample at temperature 1 with this nucleus (both frameworks)")
     args = p.parse_args()
     if common.serve_worker(args, {"jax": jax_worker, "hf": hf_worker}):
         return
@@ -89,7 +96,8 @@ def main():
     dtype = common.compute_dtype(args)
     spec = {"ckpt": common.shared_checkpoint(__file__, preset, args), "dtype": dtype, "batches": [int(b) for b in args.batches.split(",")],
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
-            "device": args.device, "peak_tflops": args.peak_tflops, "attention_impl": args.attention_impl}
+            "device": args.device, "peak_tflops": args.peak_tflops, "attention_impl": args.attention_impl,
+            "top_p": args.top_p}
     jx = common.run_worker(__file__, "jax", spec, args.device)
     hf = {} if args.no_hf or args.device == "tpu" else common.run_worker(__file__, "hf", spec, args.device)
     for name, res in (("almost_jax", jx), ("transformers", hf)):
@@ -113,7 +121,7 @@ def main():
         r["ratio"] = r["jax"] / r["hf"] if r["jax"] and r["hf"] else None
         rows.append(r)
     print(f"\nmodel {preset} ({cfg.num_params() / 1e6:.0f}M params), {dtype}, prompt {args.prompt_len} + "
-          f"{args.new_tokens} new tokens, greedy; device {limits.get('device_kind', args.device)}")
+          f"{args.new_tokens} new tokens, {f'sampled (T=1, top-p {args.top_p})' if args.top_p else 'greedy'}; device {limits.get('device_kind', args.device)}")
     if limits:
         print(f"peak {limits['peak_flops'] / 1e9:.0f} GFLOP/s ({limits['peak_source']}), "
               f"bandwidth {limits['bandwidth'] / 1e9:.1f} GB/s")

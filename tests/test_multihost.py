@@ -241,6 +241,7 @@ def _preempt(corpus, workdir, cache, signal_hosts):  # noqa: F811
     return step
 
 
+@pytest.mark.slow  # 70 s; the one-host case below stays in the default run
 def test_pod_sigterm_to_both_hosts_saves_one_step_and_resumes(runs, corpus, tmp_path):  # noqa: F811
     run = tmp_path / "term_both"
     step = _preempt(corpus, run, runs["cache"], signal_hosts=(0, 1))

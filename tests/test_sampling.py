@@ -26,18 +26,19 @@ def test_kv_cache_logits_equal_full_reforward(tiny):
     b, p = ids.shape
     steps = 6
     cache = init_cache(cfg, b, p + steps)
+    apply = jax.jit(model.apply)  # one program per shape; op by op took ~1 min on 2 cores
     kv = np.zeros((b, p + steps), np.int32)
     kv[:, :p] = mask
     pos = np.asarray(positions_from_mask(jnp.asarray(mask)))
-    logits, cache = model.apply({"params": params}, ids, kv, pos, cache, 0)
+    logits, cache = apply({"params": params}, ids, kv, pos, cache, 0)
     seqs, masks = ids.copy(), mask.copy()
     next_pos = pos[:, -1] + 1
     for i in range(steps):
-        full, _ = model.apply({"params": params}, seqs, masks)
+        full, _ = apply({"params": params}, seqs, masks)
         np.testing.assert_allclose(np.asarray(logits[:, -1]), np.asarray(full[:, -1]), atol=1e-4)
         tok = np.asarray(jnp.argmax(full[:, -1], -1)).astype(np.int64)
         kv[:, p + i] = 1
-        logits, cache = model.apply({"params": params}, tok[:, None], kv, next_pos[:, None], cache, p + i)
+        logits, cache = apply({"params": params}, tok[:, None], kv, next_pos[:, None], cache, p + i)
         next_pos = next_pos + 1
         seqs = np.concatenate([seqs, tok[:, None]], 1)
         masks = np.concatenate([masks, np.ones((b, 1), np.int64)], 1)

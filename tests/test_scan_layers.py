@@ -122,10 +122,11 @@ def test_stacked_hf_round_trip_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize("stored_scan,model_scan", [(False, True), (True, False)])
-def test_params_dir_loads_into_either_layout(tmp_path, tiny, stored_scan, model_scan):
+def test_params_dir_loads_into_either_layout(tmp_path, tiny, stored_scan, model_scan, monkeypatch):
     cfg, params = tiny
     save_params(tmp_path / "params", stack_layers(params) if stored_scan else params)
-    got = load_model_params(tmp_path / "params", cfg.replace(scan_layers=model_scan))
+    monkeypatch.chdir(tmp_path)  # a relative path, as the pipeline's workdir is
+    got = load_model_params("params", cfg.replace(scan_layers=model_scan))
     want = stack_layers(params) if model_scan else params
     assert jax.tree.structure(got) == jax.tree.structure(want) and _max_diff(got, want) == 0
 

@@ -61,6 +61,7 @@ def _wait_for_checkpoint(workdir, proc, at_least=20, timeout=120):
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.slow  # 70 s (400 steps twice); test_sigterm_checkpoints_and_stops stays in the default run
 def test_sigkill_then_resume_matches_uninterrupted(corpus, tmp_path):
     steps = 400
     ref = tmp_path / "ref"

@@ -63,9 +63,12 @@ def _relayout_shardings(shardings, num_layers: int):
 def _stored_shapes(path: Path):
     import orbax.checkpoint as ocp
     with ocp.StandardCheckpointer() as ckptr:
-        meta = ckptr.metadata(path)
+        meta = ckptr.metadata(path.absolute())  # orbax finds no item metadata under a relative path
     tree = getattr(meta, "item_metadata", meta)
-    return getattr(tree, "tree", tree)
+    tree = getattr(tree, "tree", tree)
+    if not tree:
+        raise ValueError(f"{path}: no parameter metadata in this checkpoint (not an almost_jax params dir?)")
+    return tree
 
 
 def _match(shardings, abstract):
