@@ -67,7 +67,7 @@ def get_config() -> ConfigDict:
     # (a fifth of the queries) and on a self-written Static-HHH-style file (almost_jax/data/eval).
     # Batch 4: measured on 2026-11-26, the BAD rules keep 33 of 96 responses and 8 pairs survive the
     # length filter, 4 of them training rows; batch 8 stopped the run here ("only 4 examples for a
-    # global batch of 8"). With batch 4 every stage ran: 27.1 min in all on 2 cores (README).
+    # global batch of 8"). With batch 4 every stage ran: 15.4 min in all on 2 quiet cores (README).
     cfg.reward = reward_config("", batch_size=4, seq_len=256, eval_every=0, checkpoint_every=1000, log_every=1,
                                progress=False)
     cfg.reward.data.eval_fraction = 0.2
