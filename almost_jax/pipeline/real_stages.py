@@ -44,10 +44,14 @@ def gguf_path(cfg: ConfigDict) -> Path:
     return Path(spec.origin).parent / GGUF_FILE
 
 
-def model_fields(cfg: ConfigDict, **where) -> ConfigDict:
-    """Every job's model block: the architecture from the converted dir, the config's numerics."""
-    return model_block(preset="", dtype=cfg.model.dtype, param_dtype=cfg.model.dtype,
-                       scan_layers=bool(cfg.model.scan_layers), **where)
+def model_fields(cfg: ConfigDict, hf_path: str = "", block: ConfigDict | None = None) -> ConfigDict:
+    """A job's model block: the architecture from the converted dir (the job's `params` or
+    `init_from`, or `hf_path`); dtype and layer layout from the pipeline's `model` block, over
+    `block` (a job block's own model fields, e.g. `reward.model.remat_policy`, are kept)."""
+    out = copy.deepcopy(block) if block is not None else model_block(preset="")
+    out.update(dict(preset="", hf_path=hf_path, dtype=cfg.model.dtype, param_dtype=cfg.model.dtype,
+                    scan_layers=bool(cfg.model.scan_layers)))
+    return out
 
 
 def model_setup(cfg: ConfigDict, sampling: ConfigDict, batch_size: int, template: str = "",
@@ -94,7 +98,7 @@ def reward_job(cfg: ConfigDict, out: Path) -> ConfigDict:
     job = copy.deepcopy(cfg.reward)
     with job.unlocked():
         job.workdir = str(out / "rm")
-        job.model = model_fields(cfg)
+        job.model = model_fields(cfg, block=job.model)
         job.init_from = str(hf_dir(cfg))  # the trunk of the same model; a new score head
         job.data.train = str(Path(cfg.workdir) / "comparisons" / "comparisons.jsonl")
     return job
@@ -128,7 +132,7 @@ def sft_job(cfg: ConfigDict, out: Path) -> ConfigDict:
     job = copy.deepcopy(cfg.sft)
     with job.unlocked():
         job.workdir = str(out)
-        job.model = model_fields(cfg)
+        job.model = model_fields(cfg, block=job.model)
         job.init_from = str(hf_dir(cfg))
         job.data.train = str(Path(cfg.workdir) / "rmsp" / "dialogues.jsonl")
     return job
