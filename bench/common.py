@@ -262,14 +262,14 @@ def op_profile(trace_dir: str, steps: int = 1) -> dict:
 
 def _short_source(op_name: str) -> str:
     s = re.sub(r"^jit\([^)]*\)/", "", op_name)
-    return re.sub(r"^transpose\(jvp\((\w*)\)\)", r"bwd(\1)", re.sub(r"^jvp\((\w*)\)", r"fwd(\1)", s))
+    return re.sub(r"^transpose\(jvp\(([\w.]*)\)\)", r"bwd(\1)", re.sub(r"^jvp\(([\w.]*)\)", r"fwd(\1)", s))
 
 
 def _op_group(xla_name: str, op_name: str) -> str:
     """e.g. 'bwd model/layers_*/mlp/jit(silu) [elementwise]' for an op of any layer."""
     src = _short_source(op_name)
     phase = "bwd" if src.startswith("bwd") else "fwd" if src.startswith("fwd") else "other"
-    path = re.sub(r"layers_\d+", "layers_*", re.sub(r"^(bwd|fwd)\(\w*\)/?", "", src)) or "-"
+    path = re.sub(r"layers_\d+", "layers_*", re.sub(r"^(bwd|fwd)\([\w.]*\)/?", "", src)) or "-"
     kind = "matmul" if xla_name.startswith(("ynn_fusion", "dot", "onednn", "xnn")) else "other"
     return f"{phase} {path} [{kind}]"
 
