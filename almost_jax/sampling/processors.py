@@ -54,8 +54,8 @@ def _ordered_keys(x: jax.Array) -> jax.Array:
 
 def apply_top_p(logits: jax.Array, p: float) -> jax.Array:
     """Keep the smallest set of most likely tokens whose probability reaches p (nucleus): every
-    token whose logit is >= t, where t is the largest logit at which the mass strictly above it
-    is still < p (ties at t are all kept, as a sort-based nucleus keeps them).
+    token whose logit is >= t, where t is the smallest logit with less than p of the mass strictly
+    above it (ties at t are all kept, as a sort-based nucleus keeps them).
 
     Found without a sort: a bisection over the 2^32 float32 values in their bit order (32 steps,
     each one masked sum over the vocabulary), which gives the same threshold exactly. XLA's CPU sort
