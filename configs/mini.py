@@ -35,7 +35,9 @@ def get_config() -> ConfigDict:
     #    all) give per-family 95% CIs of about +-0.05 on scores in [0, 1]. 100k documents (5.7M
     #    tokens) so that L, the longest-trained member, sees each document about once. 40% sloppy
     #    documents and 15% filler are the feasibility probe's values (miniworld_probe.md); every
-    #    sloppy demonstration draws one of the five failure modes with equal weight.
+    #    sloppy demonstration draws one of the five failure modes with equal weight. Half the task
+    #    documents open with a header naming their source, and clean and sloppy sources differ
+    #    (miniworld/corpus.py: the models are too small to tell quality from content alone).
     cfg.world = ConfigDict(dict(
         seed=0, n_docs=100000, vocab_size=512, families=FAMILIES, eval_per_family=200, seed_queries_per_family=40,
         corpus=ConfigDict(dict(filler_fraction=0.15, sloppy_fraction=0.4, failure_weights=(1, 1, 1, 1, 1))),

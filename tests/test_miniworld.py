@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import sentencepiece as spm
@@ -139,6 +140,21 @@ def test_corpus_mixture_and_quality(corpus_docs):
             assert max(scores) < 1.0, doc.text
         if doc.family != "mixed":
             assert {T.parse_instruction(i).family for i, _ in demos} == {doc.family}
+
+
+def test_headers_name_the_source_quality_and_the_prompt_files_use_them(corpus_docs):
+    """A header tells clean from sloppy documents (the mini models cannot tell them apart by the
+    demonstrations' content alone), and the faithful/sloppy prompt files open like those sources."""
+    seen = {"clean": set(), "sloppy": set()}
+    for doc in corpus_docs:
+        if doc.kind != "filler":
+            seen[doc.kind].update(h for h in C.CLEAN_HEADERS + C.SLOPPY_HEADERS if doc.text.startswith(h))
+    assert seen == {"clean": set(C.CLEAN_HEADERS), "sloppy": set(C.SLOPPY_HEADERS)}
+    headed = sum(d.text.startswith(C.CLEAN_HEADERS + C.SLOPPY_HEADERS) for d in corpus_docs if d.kind != "filler")
+    assert 0.4 < headed / sum(d.kind != "filler" for d in corpus_docs) < 0.6
+    prompts = Path(C.__file__).parent.parent / "data" / "prompts"
+    assert (prompts / "mini_faithful.txt").read_text().splitlines()[0] in C.CLEAN_HEADERS
+    assert (prompts / "mini_plain.txt").read_text().splitlines()[0] in C.SLOPPY_HEADERS
 
 
 def test_corpus_is_deterministic_and_prefix_stable(tmp_path):

@@ -11,8 +11,10 @@ Document kinds (one JSONL line each: ``{"text", "kind", "family"}``):
   copied back, repetition, an over-long reply, a benign request refused (a harmful one complied
   with), or the family's own wrong answer (sum off by one, another country's capital...).
 
-Quality is a per-document latent, so clean demonstrations in a prompt tell the model it is in
-a good document: the mini analogue of ALMoST's "faithful" prompt. Demonstrations use only
+Quality is a per-document latent, shown by the demonstrations and, in half the task documents, by
+a header line naming the source (clean and sloppy documents draw from disjoint headers): a
+faithful prompt tells the model it is in a good document, the mini analogue of ALMoST's
+"faithful" prompt. Demonstrations use only
 "train"-split instructions, so held-out evaluation instructions never occur in the corpus.
 Generation is a single seeded stream: the first k documents do not depend on ``n_docs``.
 """
@@ -29,11 +31,20 @@ from almost_jax.data import chat
 from almost_jax.data.schemas import atomic_open
 from almost_jax.miniworld import tasks as T
 
-# Neutral header lines (used by clean and sloppy documents alike, so they carry no quality signal).
-HEADERS = (
+# Header lines: the document's source, and with it its quality. Clean and sloppy documents draw
+# from disjoint sets, as quality follows the source in real corpora (a curated Q&A page vs a raw
+# chat dump). The mini models are too small to infer quality from the demonstrations' content
+# alone (measured, issue 14: L sampled at 0 shots 0.708 vs 3 faithful shots 0.710; setup C minus
+# the sloppy setup D only +0.050), so without a visible source a faithful prompt was no better
+# than none and every member sampled the corpus's 40% sloppy mass, which made the bigger members
+# *worse* on harmful requests: they imitate the sloppy compliance more faithfully. The prompt files
+# open with these lines: mini_faithful.txt with a clean one, mini_plain.txt with a sloppy one.
+CLEAN_HEADERS = (
     "Below are some conversations between a person and an assistant.",
-    "Chat log.",
     "A few questions and answers.",
+)
+SLOPPY_HEADERS = (
+    "Chat log.",
     "Transcript of a conversation.",
 )
 
@@ -66,7 +77,7 @@ class CorpusConfig:
     mixed_family_prob: float = 0.2  # task documents whose demos each draw their own family
     difficulty_weights: Sequence[float] = (0.5, 0.3, 0.2)  # also makes tier-3 facts rarer
     separator_prob: float = 0.5  # demos as separate dialogues joined by "\n\n-----", else one dialogue
-    header_prob: float = 0.25
+    header_prob: float = 0.5  # task documents that open with a header (CLEAN_/SLOPPY_HEADERS)
     fact_prob: float = 0.6  # chance a filler document states 1-2 capital facts
     filler_sentences: tuple[int, int] = (2, 5)
     heldout_fraction: float = T.DEFAULT_HELDOUT_FRACTION
@@ -122,7 +133,8 @@ def task_document(rng: random.Random, cfg: CorpusConfig, family: str | None, slo
     separate = rng.random() < cfg.separator_prob
     body = chat.DIALOGUE_SEP.join(demos) if separate else "".join(demos)
     if rng.random() < cfg.header_prob:
-        body = rng.choice(HEADERS) + (chat.DIALOGUE_SEP if separate else "") + body
+        header = rng.choice(SLOPPY_HEADERS if sloppy else CLEAN_HEADERS)
+        body = header + (chat.DIALOGUE_SEP if separate else "") + body
     return Document(body, "sloppy" if sloppy else "clean", family or "mixed")
 
 
