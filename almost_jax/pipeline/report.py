@@ -164,8 +164,11 @@ def run_report(cfg: ConfigDict, out: Path) -> dict:
                             note=f"RM used: {rm_summary['chosen']}, chosen by synthetic held-out accuracy "
                                  f"{rm_summary['filter_synthetic_heldout_accuracy']:.3f} (filter) vs "
                                  f"{rm_summary['nofilter_synthetic_heldout_accuracy']:.3f} (no filter)"))
-    notes = ["How each setting was chosen: the RM variant by its accuracy on held-out *synthetic* pairs "
-             f"(reward_length_filter={cfg.reward_length_filter}); the PPO policy by `ppo.kl_budget` (the last kept "
+    rm_choice = ("the RM variant by its accuracy on held-out *synthetic* pairs (reward_length_filter=auto)"
+                 if cfg.reward_length_filter == "auto" else
+                 f"the RM variant fixed in the config (reward_length_filter={cfg.reward_length_filter}; its comment "
+                 "gives the synthetic held-out accuracies it was set from)")
+    notes = [f"How each setting was chosen: {rm_choice}; the PPO policy by `ppo.kl_budget` (the last kept "
              "step whose own rollouts stayed within the budget); every other value is set in the config before "
              "the run. The oracle only evaluates."]
     title = "almost_jax mini-world report"
