@@ -7,8 +7,8 @@ on synthetic pairs, DPO on oracle-labelled pairs (a control), Selfie/SPA and CUT
 
 Same workdir as configs/mini.py: the default stages already finished there are reused (their
 hashes do not change when methods are enabled) and only the method stages and the report run.
-Run time of the method stages on 2 CPU cores: not yet measured end to end (see each stage's
-manifest, `seconds`).
+Run time of the method stages and the report on 2 quiet CPU cores: 6.3 min (2026-11-27; each
+stage's own time is in its manifest, `seconds`, and in the README).
 """
 from pathlib import Path
 
