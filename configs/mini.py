@@ -47,7 +47,7 @@ def get_config() -> ConfigDict:
     #    bigger member has more capacity AND more training (steps, at 32 x 128 tokens each), so the
     #    prior holds by construction; family_eval checks it per family. Measured on 2 quiet cores
     #    (2026-11-27): 0.17 / 0.37 / 0.59 s per step for S / M / L; the former 400 / 600 / 1500 took
-    #    1216 s, two thirds of the 30-minute budget, so the ladder is 300 / 500 / 900 (about 720 s).
+    #    1216 s, two thirds of the 30-minute budget, so the ladder is 300 / 500 / 900 (673 s).
     cfg.family = ConfigDict(dict(
         S=ConfigDict(dict(preset="mini-s", steps=300)),
         M=ConfigDict(dict(preset="mini-m", steps=500)),

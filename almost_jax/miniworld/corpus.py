@@ -14,8 +14,8 @@ Document kinds (one JSONL line each: ``{"text", "kind", "family"}``):
 Quality is a per-document latent, shown by the demonstrations and, in half the task documents, by
 a header line naming the source (clean and sloppy documents draw from disjoint headers): a
 faithful prompt tells the model it is in a good document, the mini analogue of ALMoST's
-"faithful" prompt. Demonstrations use only
-"train"-split instructions, so held-out evaluation instructions never occur in the corpus.
+"faithful" prompt. Demonstrations use only "train"-split instructions, so held-out evaluation
+instructions never occur in the corpus.
 Generation is a single seeded stream: the first k documents do not depend on ``n_docs``.
 """
 
