@@ -13,6 +13,7 @@ import pytest
 
 from almost_jax.config_lib import load_config_file
 from almost_jax.pipeline import run_pipeline
+from almost_jax.pipeline.stages import LENGTH_FILTER_VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def test_whole_pipeline_report(workdir):
     scores = [policies[f"setup_{k}"]["oracle_score"] for k in "ABCD"]
     assert scores == sorted(scores, reverse=True), scores
     rm = summary["reward_model"]
-    variants = {"auto": ("filter", "nofilter"), "on": ("filter",), "off": ("nofilter",)}[cfg.reward_length_filter]
+    variants = LENGTH_FILTER_VARIANTS[cfg.reward_length_filter]
     assert all(rm[f"{v}_oracle_agreement"] > 0.6 for v in variants), rm
     accuracy = {v: rm[f"{v}_synthetic_heldout_accuracy"] for v in variants}
     assert rm["chosen"] == max(accuracy, key=accuracy.get), rm  # by synthetic accuracy, not the oracle

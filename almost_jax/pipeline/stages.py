@@ -175,6 +175,10 @@ def run_comparisons(cfg: ConfigDict, out: Path) -> dict:
     return summary
 
 
+# reward_length_filter -> the RM variants the reward stage trains (the later stages use one of them).
+LENGTH_FILTER_VARIANTS = {"on": ("filter",), "off": ("nofilter",), "auto": ("filter", "nofilter")}
+
+
 def run_reward(cfg: ConfigDict, out: Path) -> dict:
     """The RM on the synthetic pairs with ALMoST's length filter (`filter/`) and/or without it
     (`nofilter/`). `reward_length_filter` picks the one the later stages use (copied to `rm/`):
@@ -192,7 +196,7 @@ def run_reward(cfg: ConfigDict, out: Path) -> dict:
     from almost_jax.jobs import train_rm
     from almost_jax.learners.reward import load_reward_model
     comp = Path(cfg.workdir) / "comparisons"
-    mode = {"on": ("filter",), "off": ("nofilter",), "auto": ("filter", "nofilter")}.get(cfg.reward_length_filter)
+    mode = LENGTH_FILTER_VARIANTS.get(cfg.reward_length_filter)
     if mode is None:
         raise ValueError(f"reward_length_filter must be auto, on or off, got {cfg.reward_length_filter!r}")
     if cfg.reward_labels not in ("synthetic", "oracle"):
