@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from almost_jax.models.config import ATTENTION_IMPLS  # noqa: E402  (no jax import)
 from bench import common  # noqa: E402
 
 
@@ -85,7 +86,7 @@ def main():
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--attention-impl", default="xla", choices=["xla", "cudnn"])
+    p.add_argument("--attention-impl", default="xla", choices=ATTENTION_IMPLS)
     p.add_argument("--top-p", type=float, default=0.0,
                    help="0: greedy; else sample at temperature 1 with this nucleus (both frameworks)")
     args = p.parse_args()

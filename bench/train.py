@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from almost_jax.models.config import ATTENTION_IMPLS  # noqa: E402  (no jax import)
 from bench import common  # noqa: E402
 
 
@@ -170,7 +171,7 @@ def main():
     p.add_argument("--scan-layers", action="store_true", help="almost_jax's layers under lax.scan (stacked params)")
     p.add_argument("--lm-head", default="chunked", choices=["chunked", "logits"],
                    help="SFT loss through the chunked head (default) or full [B, T, vocab] logits")
-    p.add_argument("--attention-impl", default="xla", choices=["xla", "cudnn"])
+    p.add_argument("--attention-impl", default="xla", choices=ATTENTION_IMPLS)
     p.add_argument("--profile", default="", help="write a jax.profiler trace of the timed steps here")
     args = p.parse_args()
     if common.serve_worker(args, {"jax": jax_worker, "hf": hf_worker}):
@@ -206,7 +207,8 @@ def main():
                     rows.append(row)
                     continue
                 row.update(tok_s=tokens / res["step_s"], step_s=res["step_s"], loss0=res["first_loss"],
-                           host_gb=res.get("peak_host_gb"), dev_gb=res.get("peak_device_gb"))
+                           host_gb=res.get("peak_host_gb"), dev_gb=res.get("peak_device_gb"),
+                           xla_temp_gb=res.get("xla_temp_gb"))
                 if limits:
                     row["mfu"] = row["tok_s"] * flops / limits["peak_flops"]
                 if name == "almost_jax":
@@ -221,10 +223,11 @@ def main():
         print(f"\ndevice {limits['device_kind']} x{limits['n_devices']}, {dtype} compute / fp32 params; peak "
               f"{limits['peak_flops'] / 1e9:.0f} GFLOP/s ({limits['peak_source']})")
     common.print_table(f"train step (forward + backward + AdamW); almost_jax: scan_layers={args.scan_layers}, "
-                       f"remat_policy={args.remat_policy}, lm_head={args.lm_head}", rows, [
+                       f"remat_policy={args.remat_policy}, lm_head={args.lm_head}, attention_impl={args.attention_impl}", rows, [
         ("config", "config", "{}"), ("framework", "framework", "{}"), ("tok_s", "tokens/s", "{:.0f}"),
         ("step_s", "s/step", "{:.3f}"), ("mfu", "MFU", "{:.1%}"), ("jax_vs", "almost_jax is", "{:.2f}x"),
-        ("loss0", "step-0 loss", "{:.4f}"), ("host_gb", "host GB", "{:.2f}"), ("dev_gb", "device GB", "{:.2f}")])
+        ("loss0", "step-0 loss", "{:.4f}"), ("host_gb", "host GB", "{:.2f}"), ("dev_gb", "device GB", "{:.2f}"),
+        ("xla_temp_gb", "XLA temp GB", "{:.2f}")])
     common.write_json(args.json, {"dtype": dtype, "limits": limits, "rows": rows})
 
 

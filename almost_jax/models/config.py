@@ -16,6 +16,7 @@ SUPPORTED_HF_MODEL_TYPES = ("llama",)
 # rematerialisation), only matmul outputs ("dots_saveable"), only matmuls without batch dims
 # (projections, not attention scores), or only the layer's input ("full": recompute the layer).
 REMAT_POLICIES = ("none", "dots_saveable", "dots_with_no_batch_dims_saveable", "full")
+ATTENTION_IMPLS = ("xla", "xla_autodiff", "cudnn")  # see LlamaConfig.attention_impl
 
 
 ROPE_TYPES = ("llama3", "linear", "dynamic", "yarn")
@@ -119,7 +120,9 @@ class LlamaConfig:
     # One decoder layer under jax.lax.scan over stacked params (a leading `layers` axis): compile
     # time independent of depth. Off = a Python loop of distinct layers.
     scan_layers: bool = False
-    attention_impl: str = "xla"  # "xla" (plain einsum softmax) or "cudnn" (jax.nn.dot_product_attention)
+    # "xla": einsum softmax with its own backward pass (layers.attention_core, no [T, S] residual);
+    # "xla_autodiff": the same forward differentiated by JAX; "cudnn": jax.nn.dot_product_attention.
+    attention_impl: str = "xla"
 
     def __post_init__(self):
         kv = self.kv_heads
@@ -127,8 +130,8 @@ class LlamaConfig:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={kv}")
         if self.head_dim is None and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
-        if self.attention_impl not in ("xla", "cudnn"):
-            raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
 
