@@ -26,8 +26,8 @@ from bench import common  # noqa: E402
 
 def job_inputs(spec: dict, directory: Path) -> None:
     """A word-level tokenizer covering the model's whole vocabulary (as a real checkpoint's does: no
-    padded rows), prompts of random words filling the query length, and a reward model with its
-    contract, written into `directory`."""
+    padded rows) with its special tokens in tokenizer_config.json, prompts of random words filling
+    the query length, and a reward model with its contract, written into `directory`."""
     import dataclasses
     import json
 
@@ -45,6 +45,8 @@ def job_inputs(spec: dict, directory: Path) -> None:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps(  # its special tokens, as a checkpoint names them
+        {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}))
     rs = np.random.RandomState(0)  # each prompt longer than the query length: every query is Q tokens
     prompts = [" ".join(f"w{i}" for i in rs.randint(3, cfg.vocab_size, spec["query_len"])) for _ in range(spec["rollout_batch"])]
     (directory / "prompts.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n"

@@ -223,7 +223,8 @@ def main():
         print(f"\ndevice {limits['device_kind']} x{limits['n_devices']}, {dtype} compute / fp32 params; peak "
               f"{limits['peak_flops'] / 1e9:.0f} GFLOP/s ({limits['peak_source']})")
     common.print_table(f"train step (forward + backward + AdamW); almost_jax: scan_layers={args.scan_layers}, "
-                       f"remat_policy={args.remat_policy}, lm_head={args.lm_head}, attention_impl={args.attention_impl}", rows, [
+                       f"remat_policy={args.remat_policy}, lm_head={args.lm_head}, "
+                       f"attention_impl={args.attention_impl}", rows, [
         ("config", "config", "{}"), ("framework", "framework", "{}"), ("tok_s", "tokens/s", "{:.0f}"),
         ("step_s", "s/step", "{:.3f}"), ("mfu", "MFU", "{:.1%}"), ("jax_vs", "almost_jax is", "{:.2f}x"),
         ("loss0", "step-0 loss", "{:.4f}"), ("host_gb", "host GB", "{:.2f}"), ("dev_gb", "device GB", "{:.2f}"),

@@ -273,7 +273,8 @@ def _attention_bwd(residuals, d_out):
     kvh = k.shape[1]
     qg = q.reshape(b, t, kvh, h // kvh, d)
     d_out = d_out.reshape(qg.shape)
-    probs = jnp.where(mask, jnp.exp(_grouped_scores(qg, k) - row_max), 0.0) * inv_sum  # [B, kv_heads, groups, T, S], f32
+    # [B, kv_heads, groups, T, S] in float32, as the forward pass had them
+    probs = jnp.where(mask, jnp.exp(_grouped_scores(qg, k) - row_max), 0.0) * inv_sum
     d_v = jnp.einsum("bkgts,btkgd->bksd", probs.astype(v.dtype), d_out)
     d_probs = jnp.einsum("btkgd,bksd->bkgts", d_out, v).astype(jnp.float32)
     row_term = jnp.einsum("btkgd,btkgd->bkgt", d_out.astype(jnp.float32),
