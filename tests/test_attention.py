@@ -27,6 +27,12 @@ def _value_and_grads(fn, q, k, v, weights, mask):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
 
 
+def _assert_grads_close(grads, ref_grads):
+    for name, g, r in zip("qkv", grads, ref_grads):
+        assert g.shape == r.shape and g.dtype == r.dtype
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-5, rtol=1e-5, err_msg=f"d{name}")
+
+
 def _masks(t):
     """Causal with left padding (row 0: its first 4 queries see no key at all), two packed
     segments (row 1), and a full row (row 2); plus queries at a few chosen slots (the reward
@@ -45,9 +51,7 @@ def test_custom_backward_matches_autodiff(kind, heads, kv_heads):
     ref_loss, ref_grads = _value_and_grads(attention_autodiff, q, k, v, weights, mask)
     loss, grads = _value_and_grads(attention_core, q, k, v, weights, mask)
     assert abs(float(loss - ref_loss)) < 1e-5
-    for name, g, r in zip("qkv", grads, ref_grads):
-        assert g.shape == r.shape and g.dtype == r.dtype
-        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-5, rtol=1e-5, err_msg=f"d{name}")
+    _assert_grads_close(grads, ref_grads)
 
 
 @pytest.mark.parametrize("block", [4, 5, 12])
@@ -60,8 +64,7 @@ def test_causal_blocks_give_the_one_block_result(block):
     assert not np.asarray(out[0, :4]).any()  # padding queries, which see no key, get zeros
     loss, grads = _value_and_grads(lambda *a: causal_attention(*a, block=block), q, k, v, weights, mask)
     assert abs(float(loss - ref_loss)) <= 1e-6 * abs(float(ref_loss))
-    for name, g, r in zip("qkv", grads, ref_grads):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-5, rtol=1e-5, err_msg=f"d{name}")
+    _assert_grads_close(grads, ref_grads)
 
 
 def test_custom_backward_matches_autodiff_in_bfloat16():

@@ -352,7 +352,7 @@ class Attention(nn.Module):
             v = constrain(v, ("act_batch", "act_kv_heads", "act_kv_length", None))
             if cfg.attention_impl == "xla_autodiff":
                 core = attention_autodiff
-            else:  # without a cache (or selected queries) the query and key slots are the same 0..T-1
+            else:  # with neither a cache nor selected queries, query and key slots are the same 0..T-1
                 core = causal_attention if cache is None and select is None else attention_core
             out = core(q, k.astype(dtype), v.astype(dtype), mask)
         out = constrain(out, ("act_batch", "act_length", "act_heads", None))
